@@ -1,0 +1,41 @@
+"""Errors written for the user.
+
+Every problem the launcher can explain is a :class:`LauncherError`; the CLI prints its message and
+exits with its ``exit_code`` and never shows a traceback for it. Recipe problems are collected first
+and reported together (torchtune's ``ConfigError`` style) so a user fixes a recipe in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class LauncherError(Exception):
+    """A failure with a message meant for the user; ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class RecipeProblem:
+    """One thing wrong in a recipe: where it came from, which key, and what is allowed."""
+
+    source: str
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.source}: {self.key}" if self.key else self.source
+        return f"{where}: {self.message}"
+
+
+class RecipeError(LauncherError):
+    """Every problem found in a recipe (and its overrides), reported at once; exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[RecipeProblem]):
+        self.problems = list(problems)
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} in the recipe:"
+        super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))

@@ -1,0 +1,267 @@
+"""Recipe -> :class:`Plan`: every file and number a run needs, computed without touching anything.
+
+``build_plan`` is a pure function of the recipe and the run directory's path (STYLE: plan, then
+execute). The backends only write ``plan.files()`` and run ``plan.command``; the ranks read the
+files back. ``launcher plan`` prints :meth:`Plan.summary` and can write the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launcher.contract import RunContract, RunLayout
+from launcher.plan.accelerate import accelerate_config
+from launcher.plan.batch import BatchNumbers, batch_numbers
+from launcher.plan.deepspeed import deepspeed_config
+from launcher.plan.memory import (
+    MemoryEstimate,
+    ParameterCount,
+    count_parameters,
+    estimate_memory,
+    format_bytes,
+    full_config,
+)
+from launcher.plan.smoke import apply_smoke, iter_files
+from launcher.plan.trainer import trainer_arguments
+from launcher.recipe.schema import Recipe
+
+RANK_ENTRY_MODULE = "launcher.ranks.entry"
+OPTIMIZER_NAMES = {
+    "adamw_torch": "AdamW (torch)",
+    "adamw_torch_fused": "AdamW (torch, fused)",
+    "adafactor": "Adafactor",
+    "sgd": "SGD",
+    "paged_adamw_32bit": "paged AdamW, 32-bit states (bitsandbytes)",
+    "paged_adamw_8bit": "paged AdamW, 8-bit states (bitsandbytes)",
+    "adamw_8bit": "AdamW, 8-bit states (bitsandbytes)",
+}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A fully resolved run: the recipe as it will run and everything derived from it."""
+
+    recipe: Recipe
+    source: str
+    overrides: tuple[str, ...]
+    layout: RunLayout
+    smoke: bool
+    smoke_notes: tuple[str, ...]
+    batch: BatchNumbers
+    accelerate: dict[str, Any]
+    deepspeed: dict[str, Any] | None
+    trainer_args: dict[str, Any]
+    command: tuple[str, ...]
+    parameters: ParameterCount | None
+    memory: MemoryEstimate | None
+
+    @property
+    def contract(self) -> RunContract:
+        return RunContract(
+            run_dir=str(self.layout.root),
+            task=self.recipe.task,
+            world_size=self.batch.world_size,
+            nodes=self.batch.nodes,
+            processes_per_node=self.batch.processes_per_node,
+            per_device_batch_size=self.batch.micro_batch,
+            gradient_accumulation_steps=self.batch.accumulation,
+            global_batch_size=self.batch.global_batch,
+            max_length=self.batch.max_length,
+            smoke=self.smoke,
+        )
+
+    @property
+    def optimizer_description(self) -> str:
+        """The optimizer that really runs, which ZeRO offload changes behind the Trainer's back."""
+        name = self.recipe.training.optimizer
+        dist = self.recipe.distributed
+        if dist.strategy == "deepspeed" and dist.offload_optimizer != "none":
+            return f"DeepSpeedCPUAdam (ZeRO optimizer offload runs it in place of {name})"
+        wrapped = " wrapped by DeepSpeed" if dist.strategy == "deepspeed" else ""
+        return f"{name}: {OPTIMIZER_NAMES[name]}{wrapped}"
+
+    def files(self) -> dict[Path, str]:
+        """Every file of the plan directory, by path, with its exact content."""
+        layout = self.layout
+        files = {
+            layout.recipe_file: dump_yaml(self.recipe.model_dump(mode="json")),
+            layout.contract_file: self.contract.to_json(),
+            layout.accelerate_file: dump_yaml(self.accelerate),
+            layout.trainer_args_file: json.dumps(self.trainer_args, indent=2) + "\n",
+            layout.command_file: "#!/usr/bin/env bash\nset -euo pipefail\nexec "
+            + shlex.join(self.command)
+            + "\n",
+            layout.summary_file: self.summary() + "\n",
+        }
+        if self.deepspeed is not None:
+            files[layout.deepspeed_file] = json.dumps(self.deepspeed, indent=2) + "\n"
+        return files
+
+    def summary(self) -> str:
+        """The short table ``launcher plan`` prints: the numbers a user checks before a run."""
+        recipe, batch = self.recipe, self.batch
+        overrides = f" + overrides: {' '.join(self.overrides)}" if self.overrides else ""
+        rows = [
+            ("recipe", f"{self.source}{overrides}"),
+            ("task", f"{recipe.task}: {describe_model(recipe, self.parameters)}"),
+            ("run dir", str(self.layout.root)),
+            ("world size", f"{batch.world_size} = {batch.nodes} node(s) x {batch.processes_per_node} process(es)"),
+            ("global batch", f"{batch.arithmetic()} sequences"),
+            ("tokens/step", f"{batch.tokens_per_step:,} ({batch.global_batch} x {batch.max_length} max length)"),
+            ("steps", describe_steps(recipe)),
+            ("optimizer", self.optimizer_description),
+            ("distributed", describe_distribution(recipe)),
+            ("precision", recipe.training.precision),
+            ("memory/device", describe_memory(self.memory)),
+            ("remote code", "trusted (model.trust_remote_code)" if recipe.model.trust_remote_code else "off"),
+        ]
+        rows += [("smoke" if i == 0 else "", note) for i, note in enumerate(self.smoke_notes)]
+        rows.append(("command", shlex.join(self.command)))
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def build_plan(
+    recipe: Recipe,
+    run_dir: Path,
+    *,
+    source: str = "<recipe>",
+    overrides: tuple[str, ...] = (),
+    smoke: bool = False,
+    python: str = sys.executable,
+    exists: Callable[[Path], bool] = Path.exists,
+) -> Plan:
+    """Resolve ``recipe`` for a run in ``run_dir``; ``python`` is the interpreter ranks run with."""
+    layout = RunLayout(run_dir.absolute())
+    notes: list[str] = []
+    if smoke:
+        recipe, notes = apply_smoke(recipe, layout, exists)
+    recipe = with_absolute_files(recipe)
+    batch = batch_numbers(recipe)
+    model_config = resolved_model_config(recipe, exists)
+    hidden = hidden_size(model_config) if model_config else None
+    deepspeed = (
+        deepspeed_config(recipe, batch, hidden) if recipe.distributed.strategy == "deepspeed" else None
+    )
+    parameters = memory = None
+    if model_config is not None and recipe.model.architecture:
+        labels = len(recipe.data.labels or []) or 2
+        parameters = count_parameters(recipe.model.architecture, model_config, recipe.task, labels)
+        memory = estimate_memory(
+            parameters,
+            zero_stage=recipe.distributed.zero_stage,
+            offload_optimizer=recipe.distributed.offload_optimizer != "none",
+            offload_parameters=recipe.distributed.offload_parameters != "none",
+            processes_per_node=batch.processes_per_node,
+            nodes=batch.nodes,
+            precision=recipe.training.precision,
+            optimizer=recipe.training.optimizer,
+        )
+    command = (
+        python,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(layout.accelerate_file),
+        "-m",
+        RANK_ENTRY_MODULE,
+        str(layout.root),
+    )
+    return Plan(
+        recipe=recipe,
+        source=source,
+        overrides=tuple(overrides),
+        layout=layout,
+        smoke=smoke,
+        smoke_notes=tuple(notes),
+        batch=batch,
+        accelerate=accelerate_config(recipe, batch, layout.deepspeed_file),
+        deepspeed=deepspeed,
+        trainer_args=trainer_arguments(recipe, batch, layout),
+        command=command,
+        parameters=parameters,
+        memory=memory,
+    )
+
+
+def with_absolute_files(recipe: Recipe) -> Recipe:
+    """Local data files relative to the working directory become absolute: ranks run elsewhere."""
+    if not recipe.data.files:
+        return recipe
+    recipe = recipe.model_copy(deep=True)
+    recipe.data.files = {
+        split: [str(Path(f).absolute()) for f in iter_files({split: value})]
+        if isinstance(value, list)
+        else str(Path(value).absolute())
+        for split, value in recipe.data.files.items()
+    }
+    return recipe
+
+
+def resolved_model_config(recipe: Recipe, exists: Callable[[Path], bool]) -> dict[str, Any] | None:
+    """The model's config fields as far as they can be known offline, or None."""
+    model = recipe.model
+    config: dict[str, Any] = dict(model.config)
+    if model.pretrained:
+        config_file = Path(model.pretrained) / "config.json"
+        if not exists(config_file):
+            return None
+        config = {**json.loads(config_file.read_text()), **config}
+    if not model.architecture:
+        return None
+    if recipe.tokenizer.train and "vocab_size" not in model.config:
+        # Models built from config take their vocabulary size from the tokenizer.
+        config["vocab_size"] = recipe.tokenizer.train.vocab_size
+    return full_config(model.architecture, config)
+
+
+def hidden_size(config: dict[str, Any]) -> int | None:
+    value = config.get("hidden_size", config.get("dim"))
+    return int(value) if value else None
+
+
+def describe_model(recipe: Recipe, parameters: ParameterCount | None) -> str:
+    model = recipe.model
+    what = model.pretrained or f"{model.architecture} built from config"
+    if parameters is None:
+        return f"{what} (parameter count unknown offline)"
+    return f"{what}, {parameters.total / 1e6:,.1f}M parameters"
+
+
+def describe_steps(recipe: Recipe) -> str:
+    training = recipe.training
+    if training.max_steps:
+        return f"{training.max_steps} (max_steps)"
+    return f"{training.num_epochs:g} epoch(s); steps follow from the dataset size"
+
+
+def describe_distribution(recipe: Recipe) -> str:
+    dist = recipe.distributed
+    if dist.strategy == "ddp":
+        return "DDP"
+    return (
+        f"DeepSpeed ZeRO-{dist.zero_stage}, optimizer offload: {dist.offload_optimizer}, "
+        f"parameter offload: {dist.offload_parameters}"
+    )
+
+
+def describe_memory(memory: MemoryEstimate | None) -> str:
+    if memory is None:
+        return "unknown (needs the model's config; a hub model's is not fetched)"
+    return (
+        f"{format_bytes(memory.total)} = parameters {format_bytes(memory.parameters)} + "
+        f"gradients {format_bytes(memory.gradients)} + optimizer states "
+        f"{format_bytes(memory.optimizer_states)} (model states only, not activations)"
+    )
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

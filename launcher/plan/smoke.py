@@ -1,0 +1,174 @@
+"""``--smoke``: the same recipe, shrunk until it runs offline on a laptop CPU in a minute or two.
+
+The code path stays the one of the real run (same task, architecture, tokenizer algorithm, data
+columns, distribution strategy); only sizes shrink and what cannot be had offline (hub models,
+tokenizers and datasets) is replaced by a local stand-in. Every change is returned as a note so the
+plan shows exactly what a smoke run does differently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from launcher.contract import RunLayout
+from launcher.errors import RecipeError, RecipeProblem
+from launcher.recipe.checks import DECODERS, split_name
+from launcher.recipe.schema import Recipe, TrainedTokenizerSection
+
+TINY_CONFIGS: dict[str, dict[str, Any]] = {
+    "mistral": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "llama": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+    "distilbert": {"dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 4},
+    "bert": {
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+    },
+}
+DECODER_SPECIALS = ["<unk>", "<s>", "</s>"]
+ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SMOKE_EVAL_FRACTION = 4  # generated eval split: a quarter of the training samples
+
+
+def apply_smoke(
+    recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool] = Path.exists
+) -> tuple[Recipe, list[str]]:
+    """The smoke version of ``recipe`` and one note per change, in recipe order."""
+    smoke = recipe.model_copy(deep=True)
+    tokenizer_source = recipe.tokenizer.pretrained or recipe.model.pretrained
+    notes = [
+        shrink_model(smoke, exists),
+        swap_tokenizer(smoke, tokenizer_source, exists),
+        swap_data(smoke, layout, exists),
+        shrink_training(smoke),
+    ]
+    return smoke, [note for note in notes if note]
+
+
+def shrink_model(recipe: Recipe, exists: Callable[[Path], bool]) -> str:
+    model = recipe.model
+    architecture = model.architecture or local_model_type(model.pretrained, exists)
+    if architecture is None:
+        raise RecipeError(
+            [
+                RecipeProblem(
+                    "--smoke",
+                    "model.architecture",
+                    f"needed to build a tiny model like {model.pretrained!r}; "
+                    "set it to mistral, llama, distilbert or bert",
+                )
+            ]
+        )
+    tiny = {**TINY_CONFIGS[architecture], **recipe.smoke.tiny_config}
+    was = model.pretrained or f"{architecture} {sizes_of(model.config) or 'default sizes'}"
+    recipe.model.architecture = architecture
+    recipe.model.pretrained = None
+    recipe.model.config = {**model.config, **tiny}
+    return f"model: tiny {architecture} built from config ({sizes_of(tiny)}) instead of {was}"
+
+
+def swap_tokenizer(recipe: Recipe, source: str | None, exists: Callable[[Path], bool]) -> str:
+    tokenizer = recipe.tokenizer
+    vocab = recipe.smoke.vocab_size
+    if tokenizer.train and tokenizer.train.algorithm != "retrain":
+        old = tokenizer.train.vocab_size
+        tokenizer.train.vocab_size = min(old, vocab)
+        return f"tokenizer: {tokenizer.train.algorithm} trained with {tokenizer.train.vocab_size} tokens (recipe: {old})"
+    if source and exists(Path(source)):
+        tokenizer.pretrained = source
+        if tokenizer.train:
+            tokenizer.train.vocab_size = min(tokenizer.train.vocab_size, vocab)
+        return ""
+    wanted = source or "the model's tokenizer"
+    decoder = recipe.model.architecture in DECODERS
+    tokenizer.pretrained = None
+    tokenizer.train = TrainedTokenizerSection(
+        algorithm="byte_level_bpe" if decoder else "wordpiece",
+        vocab_size=vocab,
+        min_frequency=1,
+        special_tokens=DECODER_SPECIALS if decoder else ENCODER_SPECIALS,
+        lowercase=not decoder,
+    )
+    return (
+        f"tokenizer: {tokenizer.train.algorithm} with {vocab} tokens trained on the smoke data "
+        f"instead of {wanted} (hub tokenizers are not fetched for smoke runs)"
+    )
+
+
+def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool]) -> str:
+    data = recipe.data
+    count = recipe.smoke.num_samples
+    eval_count = max(count // SMOKE_EVAL_FRACTION, 2)
+    data.max_length = min(data.max_length, recipe.smoke.max_length)
+    local = data.files and all(exists(Path(f)) for f in iter_files(data.files))
+    if local:
+        data.train_split = f"{split_name(data.train_split)}[:{count}]"
+        if data.eval_split:
+            data.eval_split = f"{split_name(data.eval_split)}[:{eval_count}]"
+        return f"data: first {count} samples of the recipe's local files, max length {data.max_length}"
+    wanted = data.dataset or ", ".join(str(f) for f in iter_files(data.files or {}))
+    files = {"train": str(layout.smoke_data_dir / "train.jsonl")}
+    if data.eval_split:
+        files["eval"] = str(layout.smoke_data_dir / "eval.jsonl")
+        data.eval_split = "eval"
+    data.dataset, data.dataset_config, data.files, data.format = None, None, files, "json"
+    data.train_split = "train"
+    return (
+        f"data: {count} generated samples with the recipe's columns in {layout.smoke_data_dir} "
+        f"instead of {wanted}, max length {data.max_length}"
+    )
+
+
+def shrink_training(recipe: Recipe) -> str:
+    training, smoke = recipe.training, recipe.smoke
+    every = min(smoke.checkpoint_every, smoke.max_steps)
+    training.max_steps = smoke.max_steps
+    training.precision = "fp32"
+    training.logging_steps = 1
+    training.warmup_steps = min(training.warmup_steps, smoke.max_steps // 2)
+    training.per_device_batch_size = min(training.per_device_batch_size, smoke.max_batch_size)
+    if training.per_device_eval_batch_size:
+        training.per_device_eval_batch_size = min(
+            training.per_device_eval_batch_size, smoke.max_batch_size
+        )
+    training.dataloader_num_workers = 0
+    if training.eval_strategy != "no":
+        training.eval_strategy, training.eval_steps = "steps", every
+    if recipe.checkpointing.strategy != "no":
+        recipe.checkpointing.strategy, recipe.checkpointing.every_steps = "steps", every
+    return (
+        f"training: {smoke.max_steps} steps in fp32, micro batch {training.per_device_batch_size}, "
+        f"checkpoint{' and eval' if training.eval_strategy != 'no' else ''} every {every} steps"
+    )
+
+
+def local_model_type(pretrained: str | None, exists: Callable[[Path], bool]) -> str | None:
+    """The ``model_type`` of a local model folder, read from its config.json without transformers."""
+    if not pretrained or not exists(Path(pretrained) / "config.json"):
+        return None
+    model_type = json.loads((Path(pretrained) / "config.json").read_text()).get("model_type")
+    return model_type if model_type in TINY_CONFIGS else None
+
+
+def iter_files(files: dict[str, str | list[str]]) -> list[str]:
+    return [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
+
+
+def sizes_of(config: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in config.items() if isinstance(value, int))

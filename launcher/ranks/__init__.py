@@ -1,0 +1,1 @@
+"""What runs inside every training process: tokenizer, data, model, Trainer, checks against the plan."""

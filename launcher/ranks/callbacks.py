@@ -1,0 +1,91 @@
+"""Trainer callbacks: the plan check before step 1, metrics as JSON lines, checkpoint completion.
+
+A checkpoint folder counts as complete only once ``launcher-complete.json`` exists in it: every rank
+has returned from saving (a barrier), then global rank 0 writes the marker through a rename. A run
+killed while saving leaves a folder without it, which resume skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from launcher.contract import RunContract
+from launcher.ranks.runtime import check_numbers, numbers_seen
+
+COMPLETE_MARKER = "launcher-complete.json"
+
+
+class PlanGuard(TrainerCallback):
+    """Stops the run before step 1 when this rank's batch numbers are not the plan's."""
+
+    def __init__(self, contract: RunContract, state: Any):
+        self.contract, self.state = contract, state
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        seen = numbers_seen(self.state, args)
+        engine = kwargs.get("model")
+        ds_config = getattr(getattr(engine, "config", None), "ds_config", None)
+        if isinstance(ds_config, dict) and "train_batch_size" in ds_config:
+            seen["global_batch_size"] = ds_config["train_batch_size"]
+        check_numbers(self.contract, seen)
+        print(
+            f"[launcher] rank {self.state.process_index}: world {seen['world_size']}, "
+            f"global batch {seen['global_batch_size']} as planned",
+            flush=True,
+        )
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every log (loss, learning rate, eval metrics) to ``metrics.jsonl`` on rank 0."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+        with open(self.path, "a", encoding="utf-8") as stream:
+            stream.write(json.dumps(record) + "\n")
+
+
+class CheckpointCompletion(TrainerCallback):
+    """Marks a checkpoint complete once every rank has finished writing it."""
+
+    def __init__(self, state: Any):
+        self.state = state
+
+    def on_save(self, args, state, control, **kwargs):
+        self.state.wait_for_everyone()
+        if state.is_world_process_zero:
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            write_marker(folder, state.global_step)
+        self.state.wait_for_everyone()
+
+
+def write_marker(folder: Path, step: int) -> None:
+    files = sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
+    )
+    partial = folder / f".{COMPLETE_MARKER}.partial"
+    with open(partial, "w", encoding="utf-8") as stream:
+        json.dump({"step": step, "files": files}, stream)
+        stream.flush()
+        os.fsync(stream.fileno())
+    partial.replace(folder / COMPLETE_MARKER)
+
+
+def latest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[Path]]:
+    """The newest complete checkpoint, and the incomplete ones that were skipped."""
+    folders = sorted(
+        (p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+        key=lambda p: int(p.name.split("-")[-1]),
+    )
+    complete = [p for p in folders if (p / COMPLETE_MARKER).exists()]
+    return (complete[-1] if complete else None), [p for p in folders if p not in complete]

@@ -1,0 +1,137 @@
+"""Inside every rank: train the run directory's plan.
+
+Started by ``accelerate launch`` (see ``plan/command.sh`` of a run), never by hand:
+
+    python -m accelerate.commands.launch --config_file RUN/plan/accelerate.yaml \\
+        -m launcher.ranks.entry RUN
+
+Reads the plan (resolved recipe, contract, Trainer arguments), checks the world it really got
+against the contract, prepares tokenizer and data once (rank 0 first, the others reuse its work),
+resumes from the newest complete checkpoint, trains, and saves the final model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from launcher.contract import RunContract, RunLayout
+from launcher.errors import LauncherError
+from launcher.ranks.logs import rank_log
+from launcher.recipe.schema import Recipe
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print("usage: python -m launcher.ranks.entry RUN_DIR (started by launcher run)", file=sys.stderr)
+        return 2
+    layout = RunLayout(Path(argv[1]).absolute())
+    rank = int(os.environ.get("RANK", "0"))
+    with rank_log(layout.rank_log(rank)):
+        try:
+            train(layout)
+        except LauncherError as error:
+            print(f"[launcher] rank {rank}: error: {error}", file=sys.stderr, flush=True)
+            return 1
+        except BaseException:
+            print(f"[launcher] rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            return 1
+    return 0
+
+
+def train(layout: RunLayout) -> None:
+    from transformers import set_seed
+
+    from launcher.ranks import runtime
+    from launcher.ranks.callbacks import (
+        CheckpointCompletion,
+        MetricsLog,
+        PlanGuard,
+        latest_complete_checkpoint,
+    )
+    from launcher.ranks.data import load_raw_splits, tokenize_splits
+    from launcher.ranks.model import build_model
+    from launcher.ranks.trainers import build_trainer, training_arguments
+
+    contract = RunContract.read(layout.contract_file)
+    recipe = Recipe.model_validate(yaml.safe_load(layout.recipe_file.read_text()))
+    trainer_args = json.loads(layout.trainer_args_file.read_text())
+
+    state = runtime.init_distributed(contract)
+    use_cpu = not runtime.cuda_available()
+    args = training_arguments(recipe, trainer_args, use_cpu=use_cpu)
+    runtime.check_numbers(contract, runtime.numbers_seen(state, args))
+    say(state, f"world size {state.num_processes}, {'CPU' if use_cpu else 'GPU'}, task {recipe.task}")
+
+    with state.main_process_first():
+        splits = load_raw_splits(recipe.data)
+        tokenizer = run_tokenizer(recipe, layout, splits, state)
+        splits = tokenize_splits(recipe, splits, tokenizer)
+
+    set_seed(args.seed)
+    model = build_model(recipe, tokenizer)
+    callbacks = [
+        PlanGuard(contract, state),
+        MetricsLog(layout.metrics_file),
+        CheckpointCompletion(state),
+    ]
+    trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
+    resume, skipped = latest_complete_checkpoint(layout.checkpoints_dir)
+    for folder in skipped:
+        say(state, f"warning: skipping incomplete checkpoint {folder} (kept on disk)")
+    say(state, f"resuming from {resume}" if resume else "starting from step 0")
+    say(state, f"optimizer: {describe_optimizer(trainer)}")
+
+    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    final_metrics = trainer.evaluate() if "eval" in splits else {}
+    trainer.save_model(str(layout.model_dir))
+    if state.is_main_process:
+        tokenizer.save_pretrained(layout.model_dir)
+        result = {
+            "global_step": trainer.state.global_step,
+            "model_dir": str(layout.model_dir),
+            "resumed_from": str(resume) if resume else None,
+            "final_metrics": final_metrics,
+        }
+        layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
+    state.wait_for_everyone()
+    say(state, f"done: model saved to {layout.model_dir}")
+
+
+def run_tokenizer(recipe: Recipe, layout: RunLayout, splits: dict[str, Any], state: Any) -> Any:
+    """Rank 0 builds and saves the tokenizer (first attempt only); everyone loads the saved one."""
+    from launcher.ranks.tokenizer import describe
+    from launcher.ranks.tokenizer_stage import build_tokenizer, load_saved_tokenizer, save_tokenizer
+
+    if not layout.tokenizer_dir.exists():
+        if not state.is_main_process:
+            raise LauncherError(f"rank 0 did not save the tokenizer to {layout.tokenizer_dir}")
+        tokenizer = build_tokenizer(recipe, splits)
+        save_tokenizer(tokenizer, layout.tokenizer_dir)
+        say(state, f"tokenizer saved to {layout.tokenizer_dir}: {describe(tokenizer)}")
+    return load_saved_tokenizer(layout.tokenizer_dir)
+
+
+def describe_optimizer(trainer: Any) -> str:
+    """The optimizer that really steps: unwrap DeepSpeed's and accelerate's wrappers."""
+    optimizer = trainer.optimizer
+    chain = []
+    while optimizer is not None and len(chain) < 6:
+        chain.append(type(optimizer).__name__)
+        optimizer = getattr(optimizer, "optimizer", None)
+    return " -> ".join(chain) if chain else "created at the first step"
+
+
+def say(state: Any, message: str) -> None:
+    if state.is_main_process:
+        print(f"[launcher] {message}", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,79 @@
+"""The model: loaded pretrained, or built from its architecture's config, shaped for the task.
+
+A model built from config takes its vocabulary size and special-token ids from the run's tokenizer;
+a pretrained model gets its embeddings resized when the tokenizer grew (added pad or special tokens).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from launcher.errors import LauncherError
+from launcher.plan.memory import full_config
+from launcher.recipe.schema import Recipe
+
+
+def auto_class(task: str) -> Any:
+    import transformers
+
+    return {
+        "sft": transformers.AutoModelForCausalLM,
+        "mlm": transformers.AutoModelForMaskedLM,
+        "classification": transformers.AutoModelForSequenceClassification,
+    }[task]
+
+
+def build_model(recipe: Recipe, tokenizer: Any) -> Any:
+    model_section = recipe.model
+    labels = recipe.data.labels or []
+    task_kwargs: dict[str, Any] = {}
+    if recipe.task == "classification":
+        task_kwargs = {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+    token_ids = special_token_ids(tokenizer)
+    if model_section.pretrained:
+        model = load_pretrained(recipe, task_kwargs)
+    else:
+        from transformers import AutoConfig
+
+        assert model_section.architecture is not None
+        fields = full_config(model_section.architecture, model_section.config)
+        fields.update(vocab_size=len(tokenizer), **token_ids, **task_kwargs)
+        config = AutoConfig.for_model(model_section.architecture, **fields)
+        model = auto_class(recipe.task).from_config(
+            config, attn_implementation=model_section.attn_implementation
+        )
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    for key, value in token_ids.items():
+        setattr(model.config, key, value)
+    return model
+
+
+def load_pretrained(recipe: Recipe, task_kwargs: dict[str, Any]) -> Any:
+    model_section = recipe.model
+    try:
+        return auto_class(recipe.task).from_pretrained(
+            model_section.pretrained,
+            trust_remote_code=model_section.trust_remote_code,
+            attn_implementation=model_section.attn_implementation,
+            **task_kwargs,
+        )
+    except OSError as error:
+        first = str(error).strip().splitlines()[0]
+        raise LauncherError(
+            f"model.pretrained: cannot load {model_section.pretrained!r} ({first}). Offline, "
+            "point it at a local model folder, or try the recipe with --smoke."
+        ) from error
+
+
+def special_token_ids(tokenizer: Any) -> dict[str, int]:
+    ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    return {key: value for key, value in ids.items() if value is not None}

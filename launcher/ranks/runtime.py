@@ -1,0 +1,69 @@
+"""The distributed state of a rank, and the check that it is the one the plan promised.
+
+On a machine without CUDA, accelerate picks no backend for several processes and, under DeepSpeed,
+counts one process while DeepSpeed sees two (PLATFORM.md). Creating the state first with gloo fixes
+both; the Trainer is then told to use that state (``use_configured_state``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from launcher.contract import RunContract
+from launcher.errors import LauncherError
+
+
+class PlanMismatch(LauncherError):
+    """A rank sees other numbers than the plan: training must not start."""
+
+
+def init_distributed(contract: RunContract) -> Any:
+    import torch
+    from accelerate import PartialState
+
+    if torch.cuda.is_available() or contract.world_size == 1:
+        return PartialState()
+    return PartialState(backend="gloo")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def check_numbers(contract: RunContract, seen: dict[str, int]) -> None:
+    """Compare what this rank really got with the plan; raise showing both sets of numbers."""
+    planned = {
+        "world_size": contract.world_size,
+        "per_device_batch_size": contract.per_device_batch_size,
+        "gradient_accumulation_steps": contract.gradient_accumulation_steps,
+        "global_batch_size": contract.global_batch_size,
+    }
+    wrong = {key: value for key, value in seen.items() if planned.get(key, value) != value}
+    if wrong:
+        rows = "; ".join(f"{key}: plan {planned[key]}, rank sees {seen[key]}" for key in wrong)
+        raise PlanMismatch(
+            f"this rank's numbers differ from the plan ({rows}). "
+            f"Plan: {contract.per_device_batch_size} x {contract.gradient_accumulation_steps} x "
+            f"{contract.world_size} = {contract.global_batch_size}. Was the run started with "
+            "`launcher run` (a hand-made `accelerate launch --cpu` starts one process)?"
+        )
+
+
+def numbers_seen(state: Any, args: Any) -> dict[str, int]:
+    """The batch numbers as this rank's distributed state and Trainer arguments have them."""
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    seen = {
+        "world_size": world,
+        "per_device_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "global_batch_size": args.per_device_train_batch_size
+        * args.gradient_accumulation_steps
+        * world,
+    }
+    if state.num_processes != world:
+        seen["world_size"] = state.num_processes
+    return seen

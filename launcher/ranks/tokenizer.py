@@ -1,0 +1,377 @@
+"""The run's tokenizer: trained on the training text, or loaded, then given its special tokens.
+
+``prepare_tokenizer`` is what a rank (or ``launcher tokenizer``) calls with the recipe's
+``tokenizer:`` section. It returns the tokenizer the model is trained with; the caller resizes the
+model's embeddings to ``len(tokenizer)``.
+
+Training builds the pipeline of the ``tokenizers`` library's own implementation of each kind, so a
+trained tokenizer is exactly what that library gives for the same settings and text:
+
+- ``byte_level_bpe`` (GPT-2, RoBERTa; ``ByteLevelBPETokenizer``): ByteLevel pre-tokenizer and
+  decoder, BPE starting from all 256 bytes, so no text is ever unknown.
+- ``bpe`` (``SentencePieceBPETokenizer``): NFKC, Metaspace pre-tokenizer and decoder, BPE. We use
+  Metaspace rather than the quick tour's Whitespace pre-tokenizer because decoding then restores
+  the spaces ("a, b" rather than "a , b"), which generation needs.
+- ``wordpiece`` (BERT; ``BertWordPieceTokenizer``): BertNormalizer, BertPreTokenizer, WordPiece
+  with ``##`` continuations.
+- ``unigram`` (T5, ALBERT; ``SentencePieceUnigramTokenizer``): NMT and NFKC normalization, runs of
+  spaces collapsed, Metaspace pre-tokenizer and decoder, Unigram.
+- ``retrain``: ``train_new_from_iterator`` on ``tokenizer.pretrained``, keeping its pipeline.
+
+``lowercase`` lowercases after that normalization; ``add_prefix_space`` is byte-level BPE's (the
+Metaspace ones always mark the first word as a word start, as SentencePiece does). Special tokens
+take the roles their names say (``[PAD]``/``<pad>`` pads, ``</s>`` ends, ...), and when both
+``[CLS]`` and ``[SEP]`` are among them every sequence is wrapped as ``[CLS] $A [SEP]``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sized
+from typing import TYPE_CHECKING
+
+from launcher.errors import LauncherError
+from launcher.recipe.schema import TokenizerSection, TrainedTokenizerSection
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+    from tokenizers.processors import PostProcessor
+    from tokenizers.trainers import Trainer
+    from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+# The role each well-known special token plays; the first token found for a role takes it.
+SPECIAL_TOKEN_ROLES: dict[str, str] = {
+    "[PAD]": "pad_token",
+    "<pad>": "pad_token",
+    "[UNK]": "unk_token",
+    "<unk>": "unk_token",
+    "[CLS]": "cls_token",
+    "[SEP]": "sep_token",
+    "[MASK]": "mask_token",
+    "<mask>": "mask_token",
+    "<s>": "bos_token",
+    "</s>": "eos_token",
+    "<|endoftext|>": "eos_token",  # GPT-2's single special token
+}
+
+# `pad_token` values that mean "reuse this existing token" rather than a literal token.
+PAD_ALIASES = ("eos", "unk", "bos")
+
+BATCH_SIZE = 1000
+
+
+def train_tokenizer(
+    settings: TrainedTokenizerSection,
+    texts: Iterable[str],
+    *,
+    base: str | None = None,
+    model_max_length: int | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedTokenizerFast:
+    """Train a tokenizer on ``texts`` as ``settings`` say; ``base`` is the tokenizer to retrain."""
+    if settings.algorithm == "retrain":
+        return _retrain(settings, texts, base, model_max_length, trust_remote_code)
+
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer, trainer = _pipeline(settings)
+    tokenizer.train_from_iterator(_batches(texts), trainer=trainer, length=_length(texts))
+    roles = special_token_roles(settings.special_tokens)
+    if "cls_token" in roles and "sep_token" in roles:
+        tokenizer.post_processor = _bert_template(tokenizer, roles["cls_token"], roles["sep_token"])
+
+    extra = [t for t in settings.special_tokens if t not in roles.values()]
+    kwargs: dict[str, object] = dict(roles)
+    if extra:
+        kwargs["extra_special_tokens"] = extra
+    if model_max_length is not None:
+        kwargs["model_max_length"] = model_max_length
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **kwargs)
+
+
+def prepare_tokenizer(
+    section: TokenizerSection,
+    *,
+    model_pretrained: str | None,
+    texts: Callable[[], Iterable[str]],
+    model_max_length: int | None = None,
+    trust_remote_code: bool = False,
+) -> PreTrainedTokenizerBase:
+    """The run's tokenizer: trained or loaded, then with its pad token and extra specials set.
+
+    ``texts`` is called only when the tokenizer is trained. A tokenizer that ends up without a pad
+    token is returned as is: whether that matters depends on the task, which the caller knows.
+    """
+    if section.train is not None:
+        tokenizer: PreTrainedTokenizerBase = train_tokenizer(
+            section.train,
+            texts(),
+            base=section.pretrained,
+            model_max_length=model_max_length,
+            trust_remote_code=trust_remote_code,
+        )
+    else:
+        key, name = _pretrained_source(section, model_pretrained)
+        tokenizer = load_pretrained(name, key=key, trust_remote_code=trust_remote_code)
+        if model_max_length is not None:
+            tokenizer.model_max_length = model_max_length
+    if section.pad_token is not None:
+        _set_pad_token(tokenizer, section.pad_token)
+    _add_special_tokens(tokenizer, section.special_tokens)
+    return tokenizer
+
+
+def describe(tokenizer: PreTrainedTokenizerBase) -> str:
+    """One line for the logs: class, vocabulary size, special tokens and the pad token."""
+    specials = " ".join(tokenizer.all_special_tokens)
+    pad = (
+        "none"
+        if tokenizer.pad_token is None
+        else f"{tokenizer.pad_token!r} (id {tokenizer.pad_token_id})"
+    )
+    return (
+        f"{type(tokenizer).__name__}: vocab {len(tokenizer)} (base {tokenizer.vocab_size}), "
+        f"special tokens [{specials}], pad {pad}"
+    )
+
+
+def special_token_roles(special_tokens: Iterable[str]) -> dict[str, str]:
+    """``{"pad_token": "[PAD]", ...}`` for the special tokens whose names say their role."""
+    roles: dict[str, str] = {}
+    for token in special_tokens:
+        role = SPECIAL_TOKEN_ROLES.get(token)
+        if role is not None:
+            roles.setdefault(role, token)
+    return roles
+
+
+def load_pretrained(
+    name: str, *, key: str = "tokenizer.pretrained", trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer.from_pretrained(name)``, with failures explained in terms of recipe ``key``."""
+    from transformers import AutoTokenizer
+
+    offline = "offline runs need a local folder (or --smoke)"
+    # A path that is plainly local fails at once here; handed to the hub client it would first
+    # retry the network for most of a minute.
+    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+        raise LauncherError(f"{key}: {name!r} is not a folder; {offline}")
+    try:
+        return AutoTokenizer.from_pretrained(
+            os.path.expanduser(name), trust_remote_code=trust_remote_code
+        )
+    except OSError as error:
+        raise LauncherError(
+            f"{key}: cannot load tokenizer {name!r}: not a local folder and not reachable on "
+            f"the Hugging Face Hub; {offline}. ({_first_line(error)})"
+        ) from error
+    except ValueError as error:
+        raise LauncherError(
+            f"{key}: cannot load tokenizer {name!r}: {_first_line(error)}"
+        ) from error
+
+
+def _pipeline(settings: TrainedTokenizerSection) -> tuple[Tokenizer, Trainer]:
+    """The untrained tokenizer and its trainer for a from-scratch ``settings.algorithm``.
+
+    Each is the pipeline of the ``tokenizers`` library's own implementation of that kind
+    (``ByteLevelBPETokenizer``, ``SentencePieceBPETokenizer``, ``BertWordPieceTokenizer``,
+    ``SentencePieceUnigramTokenizer``), with its trainer given our settings.
+    """
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    unk = special_token_roles(settings.special_tokens).get("unk_token")
+    common = {
+        "vocab_size": settings.vocab_size,
+        "special_tokens": list(settings.special_tokens),
+        "show_progress": False,
+    }
+    limit = {} if settings.limit_alphabet is None else {"limit_alphabet": settings.limit_alphabet}
+    steps: list[normalizers.Normalizer] = []
+    algorithm = settings.algorithm
+    if algorithm == "byte_level_bpe":
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(
+            add_prefix_space=settings.add_prefix_space
+        )
+        tokenizer.decoder = decoders.ByteLevel()
+        tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+        # Every byte starts in the vocabulary, so no text is ever unknown.
+        trainer: Trainer = trainers.BpeTrainer(
+            min_frequency=settings.min_frequency,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            **limit,
+            **common,
+        )
+    elif algorithm == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=unk))
+        steps.append(normalizers.NFKC())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.BpeTrainer(min_frequency=settings.min_frequency, **limit, **common)
+    elif algorithm == "wordpiece":
+        if unk is None:
+            raise LauncherError(
+                "tokenizer.train.special_tokens: wordpiece needs an unknown token, "
+                f"'[UNK]' or '<unk>', among {settings.special_tokens}"
+            )
+        tokenizer = Tokenizer(models.WordPiece(unk_token=unk))
+        # BertNormalizer lowercases (and then strips accents) itself.
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=settings.lowercase)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(min_frequency=settings.min_frequency, **limit, **common)
+    elif algorithm == "unigram":
+        tokenizer = Tokenizer(models.Unigram())
+        steps += [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        # Unigram prunes a large seed vocabulary: it has no merge count or alphabet limit.
+        trainer = trainers.UnigramTrainer(unk_token=unk, **common)
+    else:
+        raise AssertionError(f"no pipeline for algorithm {algorithm!r}")
+    if settings.lowercase and algorithm != "wordpiece":
+        steps.append(normalizers.Lowercase())
+    if steps:
+        tokenizer.normalizer = steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
+    return tokenizer, trainer
+
+
+def _bert_template(tokenizer: Tokenizer, cls: str, sep: str) -> PostProcessor:
+    from tokenizers import processors
+
+    return processors.TemplateProcessing(
+        single=f"{cls} $A {sep}",
+        pair=f"{cls} $A {sep} $B:1 {sep}:1",
+        special_tokens=[
+            (cls, tokenizer.token_to_id(cls)),
+            (sep, tokenizer.token_to_id(sep)),
+        ],
+    )
+
+
+def _retrain(
+    settings: TrainedTokenizerSection,
+    texts: Iterable[str],
+    base: str | None,
+    model_max_length: int | None,
+    trust_remote_code: bool,
+) -> PreTrainedTokenizerFast:
+    """``train_new_from_iterator`` on ``base``: its normalizer, pre-tokenizer and specials stay."""
+    if base is None:
+        raise LauncherError(
+            "tokenizer.train.algorithm: 'retrain' needs tokenizer.pretrained, "
+            "the tokenizer whose pipeline is retrained"
+        )
+    # These shape a pipeline built from scratch; a retrained one keeps the base tokenizer's.
+    ignored = [
+        f"tokenizer.train.{name}"
+        for name in ("lowercase", "add_prefix_space")
+        if getattr(settings, name)
+    ]
+    if ignored:
+        raise LauncherError(
+            f"{', '.join(ignored)}: not used by 'retrain', which keeps the normalizer and "
+            f"pre-tokenizer of {base!r}; remove {'them' if len(ignored) > 1 else 'it'}"
+        )
+    original = load_pretrained(base, trust_remote_code=trust_remote_code)
+    if not getattr(original, "is_fast", False):
+        raise LauncherError(
+            f"tokenizer.pretrained: {base!r} has no fast (tokenizers) version to retrain"
+        )
+    model_type = original.backend_tokenizer.model.__class__.__name__
+    kwargs: dict[str, object] = {"show_progress": False}
+    # The trainers take different settings: Unigram's neither, WordLevel's no alphabet limit.
+    if model_type in ("BPE", "WordPiece", "WordLevel"):
+        kwargs["min_frequency"] = settings.min_frequency
+    if model_type in ("BPE", "WordPiece") and settings.limit_alphabet is not None:
+        kwargs["limit_alphabet"] = settings.limit_alphabet
+    # The base's special tokens survive retraining; the rest of its vocabulary does not.
+    present = set(original.all_special_tokens)
+    new_special = [t for t in settings.special_tokens if t not in present]
+    try:
+        tokenizer = original.train_new_from_iterator(
+            _batches(texts),
+            settings.vocab_size,
+            length=_length(texts),
+            new_special_tokens=new_special or None,
+            **kwargs,
+        )
+    except ValueError as error:
+        raise LauncherError(
+            f"tokenizer.train.algorithm: cannot retrain {base!r}: {_first_line(error)}"
+        ) from error
+    # A new token named for a role the base leaves empty (a '<pad>' for GPT-2, say) takes it.
+    for role, token in special_token_roles(new_special).items():
+        if getattr(tokenizer, role) is None:
+            setattr(tokenizer, role, token)
+    if model_max_length is not None:
+        tokenizer.model_max_length = model_max_length
+    return tokenizer
+
+
+def _pretrained_source(section: TokenizerSection, model_pretrained: str | None) -> tuple[str, str]:
+    """The recipe key that names the tokenizer to load, and its value."""
+    if section.pretrained is not None:
+        return "tokenizer.pretrained", section.pretrained
+    if model_pretrained is not None:
+        return "model.pretrained (tokenizer.pretrained is not set)", model_pretrained
+    raise LauncherError(
+        "tokenizer.pretrained: not set, and neither is model.pretrained; "
+        "name a tokenizer to load or set tokenizer.train"
+    )
+
+
+def _set_pad_token(tokenizer: PreTrainedTokenizerBase, pad_token: str) -> None:
+    if pad_token in PAD_ALIASES:
+        existing = getattr(tokenizer, f"{pad_token}_token")
+        if existing is None:
+            raise LauncherError(
+                f"tokenizer.pad_token: {pad_token!r} but the tokenizer has no {pad_token} token; "
+                "use a literal token such as '<pad>'"
+            )
+        tokenizer.pad_token = existing
+    elif tokenizer.pad_token != pad_token:
+        tokenizer.add_special_tokens({"pad_token": pad_token})
+
+
+def _add_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> None:
+    present = set(tokenizer.all_special_tokens)
+    new = [t for t in dict.fromkeys(tokens) if t not in present]
+    if new:
+        # Extend the tokenizer's own extra specials (a chat template's, say); don't replace them.
+        tokenizer.add_special_tokens(
+            {"extra_special_tokens": new}, replace_extra_special_tokens=False
+        )
+
+
+def _batches(texts: Iterable[str], size: int = BATCH_SIZE) -> Iterator[list[str]]:
+    """Lists of ``size`` texts: the trainer takes a batch per call into Rust, far faster."""
+    iterator = iter(texts)
+    while batch := list(itertools.islice(iterator, size)):
+        yield batch
+
+
+def _length(texts: Iterable[str]) -> int | None:
+    """The number of texts when known up front (it drives only the trainer's progress count)."""
+    return len(texts) if isinstance(texts, Sized) else None
+
+
+def _looks_local(name: str) -> bool:
+    """True for a path that cannot be a hub id (``org/name``): absolute, relative, or deeper."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

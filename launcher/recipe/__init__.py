@@ -1,0 +1,1 @@
+"""Recipe files: the typed schema, loading with ``base:`` and overrides, cross-field checks."""

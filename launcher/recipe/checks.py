@@ -1,0 +1,153 @@
+"""Checks that span several recipe fields; each returns (key path, message) pairs.
+
+Field types and ranges are the schema's job. These catch combinations the libraries would reject
+late (inside a rank, after minutes of start-up) or, worse, accept and silently change: a ZeRO stage
+under DDP, an offloaded optimizer that is not the one asked for, a best-model metric nothing computes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+
+from launcher.recipe.schema import Recipe
+
+Problem = tuple[str, str]
+
+DECODERS = ("mistral", "llama")
+ENCODERS = ("distilbert", "bert")
+BITSANDBYTES_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
+METRICS_BY_TASK = {
+    "sft": ("loss", "eval_loss"),
+    "mlm": ("loss", "eval_loss", "perplexity", "eval_perplexity"),
+    "classification": ("loss", "eval_loss", "accuracy", "eval_accuracy"),
+}
+
+
+def check_recipe(recipe: Recipe) -> list[Problem]:
+    """Every cross-field problem in ``recipe``, in a stable order."""
+    checks: list[Callable[[Recipe], Iterator[Problem]]] = [
+        check_model,
+        check_tokenizer,
+        check_data,
+        check_distributed,
+        check_evaluation,
+        check_warmup,
+    ]
+    return [problem for check in checks for problem in check(recipe)]
+
+
+def check_model(recipe: Recipe) -> Iterator[Problem]:
+    model = recipe.model
+    if not model.pretrained and not model.architecture:
+        yield "model", "set `pretrained` (hub id or folder) or `architecture` to build from config"
+    if model.pretrained and model.config and not model.architecture:
+        yield "model.config", "config fields need `model.architecture` to know what they shape"
+    if model.architecture:
+        wanted = DECODERS if recipe.task == "sft" else ENCODERS if recipe.task == "mlm" else None
+        if wanted and model.architecture not in wanted:
+            allowed = ", ".join(wanted)
+            yield "model.architecture", (
+                f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"
+            )
+
+
+def check_tokenizer(recipe: Recipe) -> Iterator[Problem]:
+    tokenizer = recipe.tokenizer
+    if tokenizer.train is None and not tokenizer.pretrained and not recipe.model.pretrained:
+        yield "tokenizer", "set `pretrained` (hub id or folder) or `train` to train one on the data"
+    if tokenizer.train and tokenizer.train.algorithm == "retrain" and not tokenizer.pretrained:
+        yield "tokenizer.train.algorithm", "'retrain' needs `tokenizer.pretrained` as its starting point"
+    if tokenizer.train and tokenizer.pretrained and tokenizer.train.algorithm != "retrain":
+        yield "tokenizer.pretrained", (
+            f"set together with `train.algorithm: {tokenizer.train.algorithm}`; "
+            "use `algorithm: retrain` to retrain it, or drop one of the two"
+        )
+
+
+def check_data(recipe: Recipe) -> Iterator[Problem]:
+    data = recipe.data
+    if not data.dataset and not data.files:
+        yield "data", "set `dataset` (hub id) or `files` (local files by split)"
+    if data.dataset and data.files:
+        yield "data.files", "set together with `data.dataset`; use one of the two"
+    if data.files:
+        for key, split in (("data.train_split", data.train_split), ("data.eval_split", data.eval_split)):
+            name = split_name(split) if split else None
+            if name and name not in data.files:
+                yield key, f"{split!r}: no such split in data.files (has: {', '.join(data.files)})"
+    if recipe.task == "classification" and (not data.labels or len(data.labels) < 2):
+        yield "data.labels", "classification needs the label names, at least two, in id order"
+    if data.labels and len(set(data.labels)) != len(data.labels):
+        yield "data.labels", f"{data.labels}: label names must be distinct"
+    if data.eval_split and data.eval_fraction:
+        yield "data.eval_fraction", "set together with `data.eval_split`; use one of the two"
+
+
+def check_distributed(recipe: Recipe) -> Iterator[Problem]:
+    dist = recipe.distributed
+    if dist.strategy == "ddp":
+        for key, value, default in (
+            ("zero_stage", dist.zero_stage, 0),
+            ("offload_optimizer", dist.offload_optimizer, "none"),
+            ("offload_parameters", dist.offload_parameters, "none"),
+        ):
+            if value != default:
+                yield f"distributed.{key}", f"{value!r} needs `distributed.strategy: deepspeed`"
+        return
+    if dist.offload_optimizer != "none" and dist.zero_stage == 0:
+        yield "distributed.offload_optimizer", "needs `zero_stage` 1, 2 or 3"
+    if dist.offload_parameters != "none" and dist.zero_stage != 3:
+        yield "distributed.offload_parameters", f"needs `zero_stage: 3` (got {dist.zero_stage})"
+    optimizer = recipe.training.optimizer
+    if dist.offload_optimizer != "none" and optimizer in BITSANDBYTES_OPTIMIZERS:
+        yield "training.optimizer", (
+            f"{optimizer!r} would be silently replaced by DeepSpeed's CPUAdam under "
+            "`distributed.offload_optimizer: cpu`; use `adamw_torch` (runs as CPUAdam) "
+            "or turn the offload off"
+        )
+
+
+def check_evaluation(recipe: Recipe) -> Iterator[Problem]:
+    training, data = recipe.training, recipe.data
+    has_eval_data = bool(data.eval_split) or data.eval_fraction > 0
+    if training.eval_strategy != "no" and not has_eval_data:
+        yield "training.eval_strategy", (
+            f"{training.eval_strategy!r} needs evaluation data: set `data.eval_split` "
+            "or `data.eval_fraction`"
+        )
+    if training.eval_strategy == "steps" and training.eval_steps is None:
+        yield "training.eval_steps", "required when `eval_strategy: steps`"
+    if not training.load_best_model_at_end:
+        return
+    saving = recipe.checkpointing
+    if training.eval_strategy != saving.strategy or saving.strategy == "no":
+        yield "training.load_best_model_at_end", (
+            f"needs evaluation and saving on the same cadence (eval_strategy "
+            f"{training.eval_strategy!r}, checkpointing.strategy {saving.strategy!r})"
+        )
+    elif saving.strategy == "steps" and training.eval_steps and saving.every_steps % training.eval_steps:
+        yield "checkpointing.every_steps", (
+            f"{saving.every_steps} must be a multiple of training.eval_steps "
+            f"({training.eval_steps}) to keep the best model"
+        )
+    metric = training.metric_for_best_model or "loss"
+    allowed = METRICS_BY_TASK[recipe.task]
+    if metric not in allowed:
+        yield "training.metric_for_best_model", (
+            f"{metric!r} is not computed for task {recipe.task!r}; allowed: {', '.join(allowed)}"
+        )
+
+
+def check_warmup(recipe: Recipe) -> Iterator[Problem]:
+    if recipe.training.warmup_steps and recipe.training.warmup_ratio:
+        yield "training.warmup_ratio", "set together with `warmup_steps`; use one of the two"
+
+
+SPLIT_SLICE = re.compile(r"^(?P<name>[^\[]+)(\[.*\])?$")
+
+
+def split_name(split: str) -> str:
+    """``train[:1000]`` -> ``train``: the split a slice is taken from."""
+    match = SPLIT_SLICE.match(split.strip())
+    return match.group("name") if match else split

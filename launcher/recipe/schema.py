@@ -1,0 +1,243 @@
+"""The typed recipe: every field a recipe may set, with its type, default and one-line description.
+
+YAML is data; this schema gives it meaning. Unknown keys are errors (``extra="forbid"``), and the
+README's recipe reference is generated from these descriptions (``launcher.recipe.reference``), so
+the two cannot drift. Checks that involve several fields live in ``launcher.recipe.checks`` so that
+every problem is reported at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TaskName = Literal["sft", "mlm", "classification"]
+Architecture = Literal["mistral", "llama", "distilbert", "bert"]
+TokenizerAlgorithm = Literal["byte_level_bpe", "bpe", "wordpiece", "unigram", "retrain"]
+Optimizer = Literal[
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
+    "paged_adamw_32bit",
+    "paged_adamw_8bit",
+    "adamw_8bit",
+]
+Scheduler = Literal[
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+]
+Precision = Literal["fp32", "bf16", "fp16"]
+Cadence = Literal["no", "steps", "epoch"]
+
+
+class Section(BaseModel):
+    """A recipe section: unknown keys are errors and values are checked on assignment too."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    pretrained: str | None = Field(
+        None, description="Hub id (`org/name`) or local folder to load with `from_pretrained`."
+    )
+    architecture: Architecture | None = Field(
+        None,
+        description="Architecture to build from `config` when not pretrained; with `pretrained`, "
+        "the architecture `--smoke` shrinks.",
+    )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Fields of the transformers config (`hidden_size`, `num_hidden_layers`, ...).",
+    )
+    trust_remote_code: bool = Field(
+        False, description="Run code shipped with a hub model. Off unless you trust the repository."
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa", description="Attention kernel; `flash_attention_2` needs the flash-attn package."
+    )
+
+
+class TrainedTokenizerSection(Section):
+    algorithm: TokenizerAlgorithm = Field(
+        ...,
+        description="`byte_level_bpe`, `bpe`, `wordpiece`, `unigram`, or `retrain` "
+        "(`train_new_from_iterator` on `tokenizer.pretrained`).",
+    )
+    vocab_size: int = Field(32000, gt=0, description="Size of the trained vocabulary.")
+    min_frequency: int = Field(2, ge=0, description="Minimum count for a merge or word piece.")
+    special_tokens: list[str] = Field(
+        default_factory=list, description="Special tokens, placed first in the vocabulary."
+    )
+    lowercase: bool = Field(False, description="Lowercase text before tokenizing.")
+    limit_alphabet: int | None = Field(
+        None, gt=0, description="Most distinct initial characters kept (BPE, WordPiece)."
+    )
+    add_prefix_space: bool = Field(
+        False, description="Byte-level BPE: treat the first word like any other word."
+    )
+
+
+class TokenizerSection(Section):
+    pretrained: str | None = Field(
+        None, description="Hub id or local folder; defaults to `model.pretrained` when not trained."
+    )
+    pad_token: str | None = Field(
+        None, description="Pad token: `eos`, `unk`, `bos`, or a literal token added when missing."
+    )
+    special_tokens: list[str] = Field(
+        default_factory=list,
+        description="Extra special tokens to add; the model's embeddings are resized to match.",
+    )
+    train: TrainedTokenizerSection | None = Field(
+        None, description="Train a tokenizer on the training text as the first stage of the run."
+    )
+
+
+class DataSection(Section):
+    dataset: str | None = Field(None, description="Hub dataset id (`org/name`).")
+    dataset_config: str | None = Field(None, description="Hub dataset configuration name.")
+    files: dict[str, str | list[str]] | None = Field(
+        None, description="Local files by split name (`train: corpus.txt`), instead of `dataset`."
+    )
+    format: Literal["auto", "csv", "json", "parquet", "text"] = Field(
+        "auto", description="File format; `auto` reads the extension (.jsonl is json)."
+    )
+    train_split: str = Field(
+        "train", description="Training split; slices work (`train[:1000]`, `train[10%:]`)."
+    )
+    eval_split: str | None = Field(None, description="Evaluation split, if the data has one.")
+    eval_fraction: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Hold out this fraction of training data for evaluation."
+    )
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field("label", description="Column holding the label (classification).")
+    labels: list[str] | None = Field(
+        None, description="Label names, in id order; string labels are mapped through this list."
+    )
+    max_length: int = Field(512, gt=0, description="Tokens per sample (truncation and packing).")
+    packing: bool = Field(True, description="SFT: pack samples into full rows (no padding).")
+    mlm_probability: float = Field(
+        0.15, gt=0.0, lt=1.0, description="MLM: fraction of tokens masked."
+    )
+    shuffle: bool = Field(True, description="Shuffle the training data before training.")
+    shuffle_seed: int = Field(42, description="Seed of that shuffle.")
+    num_proc: int | None = Field(None, gt=0, description="Processes for tokenization.")
+
+
+class TrainingSection(Section):
+    learning_rate: float = Field(5e-5, gt=0.0, description="Peak learning rate.")
+    num_epochs: float = Field(1.0, gt=0.0, description="Epochs, unless `max_steps` is set.")
+    max_steps: int | None = Field(
+        None, gt=0, description="Optimizer steps; overrides `num_epochs` when set."
+    )
+    per_device_batch_size: int = Field(8, gt=0, description="Micro batch: sequences per rank.")
+    gradient_accumulation_steps: int = Field(
+        1, gt=0, description="Micro batches per optimizer step."
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps.")
+    warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Warmup as a fraction of all steps (instead of steps)."
+    )
+    weight_decay: float = Field(0.0, ge=0.0, description="Decoupled weight decay.")
+    lr_scheduler: Scheduler = Field("linear", description="Learning-rate schedule.")
+    optimizer: Optimizer = Field(
+        "adamw_torch", description="Optimizer; `paged_*` and `*_8bit` are bitsandbytes ones."
+    )
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0 = off).")
+    precision: Precision = Field("bf16", description="`bf16`, `fp16` (mixed) or `fp32`.")
+    seed: int = Field(42, description="Seed for model init, dropout and data order.")
+    logging_steps: int = Field(10, gt=0, description="Log loss and learning rate every N steps.")
+    eval_strategy: Cadence = Field("no", description="When to evaluate: `no`, `steps`, `epoch`.")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (`steps`).")
+    per_device_eval_batch_size: int | None = Field(
+        None, gt=0, description="Eval micro batch; defaults to `per_device_batch_size`."
+    )
+    load_best_model_at_end: bool = Field(
+        False, description="Reload the best checkpoint (by `metric_for_best_model`) at the end."
+    )
+    metric_for_best_model: str | None = Field(
+        None, description="Metric naming the best checkpoint (`accuracy`, `eval_loss`, ...)."
+    )
+    greater_is_better: bool | None = Field(
+        None, description="Whether a larger metric is better; inferred from the metric's name."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations to save memory."
+    )
+    dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+
+
+class DistributedSection(Section):
+    strategy: Literal["ddp", "deepspeed"] = Field(
+        "ddp", description="`ddp` (PyTorch DDP) or `deepspeed` (ZeRO)."
+    )
+    zero_stage: Literal[0, 1, 2, 3] = Field(
+        0, description="DeepSpeed ZeRO stage: 0 off, 1 optimizer, 2 + gradients, 3 + parameters."
+    )
+    offload_optimizer: Literal["none", "cpu"] = Field(
+        "none", description="DeepSpeed: keep optimizer states in CPU memory (runs CPUAdam)."
+    )
+    offload_parameters: Literal["none", "cpu"] = Field(
+        "none", description="DeepSpeed ZeRO-3: keep parameters in CPU memory."
+    )
+    nodes: int = Field(1, gt=0, description="Machines; local runs use one.")
+    processes_per_node: int = Field(1, gt=0, description="Ranks per machine (usually its GPUs).")
+
+
+class CheckpointingSection(Section):
+    strategy: Cadence = Field("steps", description="When to save: `no`, `steps`, `epoch`.")
+    every_steps: int = Field(500, gt=0, description="Save every N optimizer steps (`steps`).")
+    keep: int | None = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
+
+
+class ResourcesSection(Section):
+    gpus_per_node: int = Field(1, ge=0, description="GPUs to ask the scheduler for, per node.")
+    cpus_per_task: int | None = Field(None, gt=0, description="CPU cores per node task.")
+    memory_gb: int | None = Field(None, gt=0, description="Memory per node in GiB.")
+    time_limit_min: int = Field(60, gt=0, description="Wall-clock limit of one job attempt.")
+
+
+class SmokeSection(Section):
+    max_steps: int = Field(6, gt=0, description="Optimizer steps of a smoke run.")
+    checkpoint_every: int = Field(3, gt=0, description="Save (and evaluate) every N smoke steps.")
+    num_samples: int = Field(96, gt=0, description="Training samples used or generated.")
+    max_length: int = Field(64, gt=0, description="Upper bound on `data.max_length`.")
+    max_batch_size: int = Field(4, gt=0, description="Upper bound on the per-device batch.")
+    vocab_size: int = Field(512, gt=0, description="Vocabulary of a tokenizer trained for smoke.")
+    tiny_config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Config fields that shrink the model; empty means the built-in tiny sizes.",
+    )
+
+
+class Recipe(Section):
+    name: str = Field(..., min_length=1, description="Run name; the default run directory.")
+    description: str = Field("", description="One line shown by `launcher recipes`.")
+    task: TaskName = Field(..., description="`sft`, `mlm` or `classification`.")
+    model: ModelSection = Field(default_factory=ModelSection, description="What to train.")
+    tokenizer: TokenizerSection = Field(
+        default_factory=TokenizerSection, description="How text becomes ids."
+    )
+    data: DataSection = Field(default_factory=DataSection, description="What to train on.")
+    training: TrainingSection = Field(
+        default_factory=TrainingSection, description="Trainer settings."
+    )
+    distributed: DistributedSection = Field(
+        default_factory=DistributedSection, description="How ranks share the work."
+    )
+    checkpointing: CheckpointingSection = Field(
+        default_factory=CheckpointingSection, description="What is saved and kept."
+    )
+    resources: ResourcesSection = Field(
+        default_factory=ResourcesSection, description="What a scheduler allocates."
+    )
+    smoke: SmokeSection = Field(
+        default_factory=SmokeSection, description="How `--smoke` shrinks the run."
+    )

@@ -1,0 +1,71 @@
+"""Small generated datasets for ``--smoke`` runs, with the recipe's own columns.
+
+Standard library only (it runs in the launcher process). The text is deterministic and has some
+structure to learn: SFT documents have a skewed length distribution like real corpora (many short,
+a few long), and classification texts carry words that depend on their label, so a smoke run's loss
+and accuracy move.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from launcher.recipe.schema import Recipe
+
+WORDS = (
+    "the a of to and in is it that for on with as was at by this be from or an are his her they "
+    "which one you had not but what all were when we there can more if out so said up its about "
+    "into than them only other new some could time these two may then do first any my now such "
+    "like our over man me even most made after also did many before must through back years where "
+    "much your way well down should because each just those people how too little state good very "
+    "make world still own see men work long get here between both life being under never day same "
+    "another know while last might us great old year off come since against go came right used take"
+).split()
+LABEL_WORDS = (
+    "wonderful brilliant moving delightful superb charming gripping beautiful".split(),
+    "dreadful boring clumsy tedious awful dull painful forgettable".split(),
+    "strange curious odd surprising unusual quirky".split(),
+)
+SMOKE_EVAL_FRACTION = 4
+
+
+def write_smoke_data(recipe: Recipe, folder: Path) -> None:
+    """Write the generated split files the smoke plan points at (files elsewhere are the user's)."""
+    files = recipe.data.files or {}
+    for split, path in files.items():
+        if not isinstance(path, str) or Path(path).parent != folder or Path(path).exists():
+            continue
+        count = recipe.smoke.num_samples if split == "train" else max(
+            recipe.smoke.num_samples // SMOKE_EVAL_FRACTION, 2
+        )
+        rng = random.Random(f"{recipe.training.seed}-{split}")
+        rows = [make_row(recipe, rng) for _ in range(count)]
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = Path(path).with_suffix(".partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        partial.replace(path)
+
+
+def make_row(recipe: Recipe, rng: random.Random) -> dict[str, str]:
+    data = recipe.data
+    if recipe.task == "classification":
+        labels = data.labels or ["0", "1"]
+        index = rng.randrange(len(labels))
+        flavour = LABEL_WORDS[index % len(LABEL_WORDS)]
+        text = " ".join(sentence(rng, flavour) for _ in range(rng.randint(1, 3)))
+        return {data.text_column: text, data.label_column: labels[index]}
+    if recipe.task == "sft":
+        # Skewed lengths: most documents are a sentence or two, one in eight is long.
+        count = rng.randint(8, 20) if rng.random() < 0.125 else rng.randint(1, 2)
+        return {data.text_column: " ".join(sentence(rng) for _ in range(count))}
+    return {data.text_column: sentence(rng)}
+
+
+def sentence(rng: random.Random, flavour: list[str] | None = None) -> str:
+    words = [rng.choice(WORDS) for _ in range(rng.randint(5, 14))]
+    if flavour:
+        for _ in range(2):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(flavour))
+    return " ".join(words).capitalize() + "."
