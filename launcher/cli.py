@@ -56,7 +56,14 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, run_dir: bool = True) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may follow options (`run r.yaml --smoke a.b=1`), which argparse leaves unparsed.
+    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
+    if unknown or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     try:
         return int(args.handler(args) or 0)
     except LauncherError as error:

@@ -23,9 +23,10 @@ WORDS = (
     "make world still own see men work long get here between both life being under never day same "
     "another know while last might us great old year off come since against go came right used take"
 ).split()
+# Label i of `data.labels` gets the words of LABEL_WORDS[i]; IMDB-style recipes list NEGATIVE first.
 LABEL_WORDS = (
-    "wonderful brilliant moving delightful superb charming gripping beautiful".split(),
     "dreadful boring clumsy tedious awful dull painful forgettable".split(),
+    "wonderful brilliant moving delightful superb charming gripping beautiful".split(),
     "strange curious odd surprising unusual quirky".split(),
 )
 SMOKE_EVAL_FRACTION = 4

@@ -31,17 +31,20 @@ def run_locally(plan: Plan, out: TextIO = sys.stdout) -> int:
         )
     continuing = prepare_run_dir(plan)
     layout = plan.layout
-    verb = "continuing" if continuing else "starting"
-    print(f"{verb} run in {layout.root}", file=out)
-    print(plan.summary(), file=out, flush=True)
-    returncode = launch(plan, out)
-    if returncode != 0:
-        raise RunFailed(
-            f"training failed (exit code {returncode}). Rank logs: {layout.logs_dir}/rank-*.log; "
-            f"launcher log: {layout.launcher_log}"
-        )
-    result = json.loads(layout.result_file.read_text()) if layout.result_file.exists() else {}
-    print(f"\nmodel:   {layout.model_dir}", file=out)
+    if layout.result_file.exists():
+        print(f"{layout.root} has already finished; nothing to run.", file=out)
+    else:
+        verb = "continuing" if continuing else "starting"
+        print(f"{verb} run in {layout.root}", file=out)
+        print(plan.summary(), file=out, flush=True)
+        returncode = launch(plan, out)
+        if returncode != 0:
+            raise RunFailed(
+                f"training failed (exit code {returncode}). Rank logs: "
+                f"{layout.logs_dir}/rank-*.log; launcher log: {layout.launcher_log}"
+            )
+    result = json.loads(layout.result_file.read_text())
+    print(f"\nmodel:   {layout.model_dir} (step {result['global_step']})", file=out)
     print(f"metrics: {layout.metrics_file}", file=out)
     for key, value in result.get("final_metrics", {}).items():
         print(f"  {key} = {value}", file=out)

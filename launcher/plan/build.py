@@ -233,7 +233,7 @@ def describe_model(recipe: Recipe, parameters: ParameterCount | None) -> str:
     what = model.pretrained or f"{model.architecture} built from config"
     if parameters is None:
         return f"{what} (parameter count unknown offline)"
-    return f"{what}, {parameters.total / 1e6:,.1f}M parameters"
+    return f"{what}, {parameters.total:,} parameters"
 
 
 def describe_steps(recipe: Recipe) -> str:

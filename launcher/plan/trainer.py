@@ -52,7 +52,7 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
         "load_best_model_at_end": training.load_best_model_at_end,
         "metric_for_best_model": metric,
         "greater_is_better": greater,
-        "gradient_checkpointing": training.gradient_checkpointing,
+        "activation_checkpointing": training.gradient_checkpointing,
         "dataloader_num_workers": training.dataloader_num_workers,
         "report_to": "none",
         "deepspeed": str(layout.deepspeed_file)

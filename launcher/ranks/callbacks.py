@@ -36,9 +36,35 @@ class PlanGuard(TrainerCallback):
         check_numbers(self.contract, seen)
         print(
             f"[launcher] rank {self.state.process_index}: world {seen['world_size']}, "
-            f"global batch {seen['global_batch_size']} as planned",
+            f"global batch {seen['global_batch_size']} as planned; "
+            f"optimizer {describe_optimizer(kwargs.get('optimizer'))}",
             flush=True,
         )
+
+
+def describe_optimizer(optimizer: Any) -> str:
+    """The optimizer that really steps, through DeepSpeed's and accelerate's wrappers.
+
+    ZeRO offload, for one, swaps the Trainer's optimizer for DeepSpeedCPUAdam without a word; the
+    innermost class (with bitsandbytes' paging and state bits) is what users need to see.
+    """
+    chain = []
+    while optimizer is not None and len(chain) < 6:
+        chain.append(type(optimizer).__name__)
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None:
+            kind = type(optimizer)
+            chain[-1] = f"{kind.__module__}.{kind.__name__}{bitsandbytes_details(optimizer)}"
+        optimizer = inner
+    return " -> ".join(chain) if chain else "none"
+
+
+def bitsandbytes_details(optimizer: Any) -> str:
+    bits = getattr(getattr(optimizer, "args", None), "optim_bits", None)
+    if bits is None:
+        return ""
+    paged = "paged, " if getattr(optimizer, "is_paged", False) else ""
+    return f" ({paged}{bits}-bit states)"
 
 
 class MetricsLog(TrainerCallback):

@@ -86,7 +86,6 @@ def train(layout: RunLayout) -> None:
     for folder in skipped:
         say(state, f"warning: skipping incomplete checkpoint {folder} (kept on disk)")
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
-    say(state, f"optimizer: {describe_optimizer(trainer)}")
 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final_metrics = trainer.evaluate() if "eval" in splits else {}
@@ -116,16 +115,6 @@ def run_tokenizer(recipe: Recipe, layout: RunLayout, splits: dict[str, Any], sta
         save_tokenizer(tokenizer, layout.tokenizer_dir)
         say(state, f"tokenizer saved to {layout.tokenizer_dir}: {describe(tokenizer)}")
     return load_saved_tokenizer(layout.tokenizer_dir)
-
-
-def describe_optimizer(trainer: Any) -> str:
-    """The optimizer that really steps: unwrap DeepSpeed's and accelerate's wrappers."""
-    optimizer = trainer.optimizer
-    chain = []
-    while optimizer is not None and len(chain) < 6:
-        chain.append(type(optimizer).__name__)
-        optimizer = getattr(optimizer, "optimizer", None)
-    return " -> ".join(chain) if chain else "created at the first step"
 
 
 def say(state: Any, message: str) -> None:

@@ -50,7 +50,20 @@ def build_model(recipe: Recipe, tokenizer: Any) -> Any:
         model.resize_token_embeddings(len(tokenizer))
     for key, value in token_ids.items():
         setattr(model.config, key, value)
+    model.accepts_loss_kwargs = consumes_item_count(recipe.task)
     return model
+
+
+def consumes_item_count(task: str) -> bool:
+    """Whether the model's loss divides by the Trainer's ``num_items_in_batch``.
+
+    The Trainer passes that count to any model whose ``forward`` takes ``**kwargs`` and then
+    multiplies the loss by the number of ranks, which is right only when the model divided by the
+    global count. The causal-LM loss does; the MLM heads of BERT and DistilBERT and every
+    sequence-classification loss take a plain mean, so on 2 ranks their loss and gradients came
+    out doubled (seen with transformers 5.23). Saying so explicitly turns the scaling off for them.
+    """
+    return task == "sft"
 
 
 def load_pretrained(recipe: Recipe, task_kwargs: dict[str, Any]) -> Any:

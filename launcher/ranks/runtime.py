@@ -18,12 +18,22 @@ class PlanMismatch(LauncherError):
 
 
 def init_distributed(contract: RunContract) -> Any:
+    """The rank's distributed state; on CPU, one whose barriers and DDP wrapping really happen.
+
+    Without ``cpu=True`` accelerate calls several CPU ranks ``DistributedType.NO``: its barriers
+    do nothing and the model is not wrapped in DDP (seen with accelerate 1.15). Under DeepSpeed,
+    ``cpu=True`` would turn DeepSpeed off, so there only the backend is set.
+    """
+    import os
+
     import torch
     from accelerate import PartialState
 
     if torch.cuda.is_available() or contract.world_size == 1:
         return PartialState()
-    return PartialState(backend="gloo")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return PartialState(backend="gloo")
+    return PartialState(cpu=True, backend="gloo")
 
 
 def cuda_available() -> bool:
@@ -66,4 +76,6 @@ def numbers_seen(state: Any, args: Any) -> dict[str, int]:
     }
     if state.num_processes != world:
         seen["world_size"] = state.num_processes
+    if world > 1 and str(state.distributed_type) == "DistributedType.NO":
+        seen["world_size"] = 1  # accelerate would neither synchronise nor shard: not distributed
     return seen

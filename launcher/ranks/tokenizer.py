@@ -4,8 +4,9 @@
 ``tokenizer:`` section. It returns the tokenizer the model is trained with; the caller resizes the
 model's embeddings to ``len(tokenizer)``.
 
-Training builds the pipeline of the ``tokenizers`` library's own implementation of each kind, so a
-trained tokenizer is exactly what that library gives for the same settings and text:
+Training builds the pipeline and trainer of the ``tokenizers`` library's own implementation of each
+kind, so a trained tokenizer is what that library gives for the same settings and text (exactly so
+for the BPE kinds; the library's WordPiece and Unigram trainers break ties differently run to run):
 
 - ``byte_level_bpe`` (GPT-2, RoBERTa; ``ByteLevelBPETokenizer``): ByteLevel pre-tokenizer and
   decoder, BPE starting from all 256 bytes, so no text is ever unknown.
@@ -75,7 +76,7 @@ def train_tokenizer(
 
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer, trainer = _pipeline(settings)
+    tokenizer, trainer = build_pipeline(settings)
     tokenizer.train_from_iterator(_batches(texts), trainer=trainer, length=_length(texts))
     roles = special_token_roles(settings.special_tokens)
     if "cls_token" in roles and "sep_token" in roles:
@@ -149,7 +150,7 @@ def special_token_roles(special_tokens: Iterable[str]) -> dict[str, str]:
 def load_pretrained(
     name: str, *, key: str = "tokenizer.pretrained", trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer.from_pretrained(name)``, with failures explained in terms of recipe ``key``."""
+    """``AutoTokenizer.from_pretrained(name)``; failures explained in terms of recipe ``key``."""
     from transformers import AutoTokenizer
 
     offline = "offline runs need a local folder (or --smoke)"
@@ -172,7 +173,7 @@ def load_pretrained(
         ) from error
 
 
-def _pipeline(settings: TrainedTokenizerSection) -> tuple[Tokenizer, Trainer]:
+def build_pipeline(settings: TrainedTokenizerSection) -> tuple[Tokenizer, Trainer]:
     """The untrained tokenizer and its trainer for a from-scratch ``settings.algorithm``.
 
     Each is the pipeline of the ``tokenizers`` library's own implementation of that kind

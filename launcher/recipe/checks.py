@@ -58,6 +58,16 @@ def check_tokenizer(recipe: Recipe) -> Iterator[Problem]:
         yield "tokenizer", "set `pretrained` (hub id or folder) or `train` to train one on the data"
     if tokenizer.train and tokenizer.train.algorithm == "retrain" and not tokenizer.pretrained:
         yield "tokenizer.train.algorithm", "'retrain' needs `tokenizer.pretrained` as its starting point"
+    train = tokenizer.train
+    if train and train.algorithm == "wordpiece" and not {"[UNK]", "<unk>"} & set(train.special_tokens):
+        yield "tokenizer.train.special_tokens", "wordpiece needs an unknown token: add '[UNK]'"
+    if train and train.algorithm == "retrain":
+        for key in ("lowercase", "add_prefix_space"):
+            if getattr(train, key):
+                yield f"tokenizer.train.{key}", (
+                    "'retrain' keeps the pretrained tokenizer's pipeline; this setting would be "
+                    "ignored, so drop it"
+                )
     if tokenizer.train and tokenizer.pretrained and tokenizer.train.algorithm != "retrain":
         yield "tokenizer.pretrained", (
             f"set together with `train.algorithm: {tokenizer.train.algorithm}`; "

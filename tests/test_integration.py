@@ -1,0 +1,198 @@
+"""End to end through the real CLI: ``launcher run`` -> ``accelerate launch`` -> real ranks on CPU.
+
+Every test trains real steps and checks what the run left behind: the world size each rank saw,
+checkpoints, metrics, and a final model that loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, launcher, load_weights, metrics
+
+pytestmark = pytest.mark.integration
+
+AUTO_CLASSES = {
+    "sft-mistral": "AutoModelForCausalLM",
+    "mlm-scratch": "AutoModelForMaskedLM",
+    "classification-imdb": "AutoModelForSequenceClassification",
+}
+
+
+def rank_lines(run_dir: Path, rank: int) -> str:
+    return (run_dir / "logs" / f"rank-{rank}.log").read_text()
+
+
+@pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
+def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
+    run_dir = workdir / "run"
+    out = launcher("run", recipe, "--smoke", "--run-dir", str(run_dir),
+                   "distributed.processes_per_node=2", cwd=workdir)
+
+    assert "world size     2 = 1 node(s) x 2 process(es)" in out.stdout
+    for rank in (0, 1):  # each rank checked its own world against the plan before step 1
+        assert f"rank {rank}: world 2, global batch" in rank_lines(run_dir, rank)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["global_step"] == 6
+    losses = [m["loss"] for m in metrics(run_dir) if "loss" in m]
+    assert len(losses) == 6 and all(loss == loss and loss > 0 for loss in losses)
+    assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
+
+    import transformers
+
+    model = getattr(transformers, AUTO_CLASSES[recipe]).from_pretrained(run_dir / "model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir / "model")
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    if recipe == "classification-imdb":
+        assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+        assert 0.0 <= result["final_metrics"]["eval_accuracy"] <= 1.0
+        assert result["final_metrics"]["eval_loss"] < 1.0  # ~ln 2; 2x would mean doubled losses
+    if recipe == "mlm-scratch":
+        assert "eval_perplexity" in result["final_metrics"]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, workdir: Path) -> None:
+    run_dir = workdir / f"zero{stage}"
+    out = launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir),
+                   "distributed.strategy=deepspeed", f"distributed.zero_stage={stage}",
+                   "training.optimizer=paged_adamw_32bit",
+                   "training.gradient_accumulation_steps=2", cwd=workdir)
+
+    assert f"DeepSpeed ZeRO-{stage}" in out.stdout
+    ds = json.loads((run_dir / "plan" / "deepspeed.json").read_text())
+    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 2 * 1
+    log = rank_lines(run_dir, 0)
+    assert "world 1, global batch 4 as planned" in log
+    # The optimizer that really steps, unwrapped from DeepSpeed's wrappers.
+    assert "bitsandbytes.optim.adamw.AdamW (paged, 32-bit states)" in log
+    shards = run_dir / "checkpoints" / "checkpoint-6" / "global_step6"
+    assert (shards / "zero_pp_rank_0_mp_rank_00_optim_states.pt").exists()
+    assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
+    """Killed after its first checkpoint, `launcher run` on the same directory resumes from it."""
+    args = ["sft-mistral", "--smoke", "smoke.max_steps=30", "smoke.checkpoint_every=5"]
+    whole = workdir / "whole"
+    launcher("run", *args, "--run-dir", str(whole), cwd=workdir)
+
+    broken = workdir / "broken"
+    first_checkpoint = broken / "checkpoints" / "checkpoint-5" / "launcher-complete.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "run", *args, "--run-dir", str(broken)],
+        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    deadline = time.monotonic() + 600
+    while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists(), "the run never completed its first checkpoint"
+    assert not (broken / "result.json").exists(), "the run finished before it could be killed"
+
+    out = launcher("run", *args, "--run-dir", str(broken), cwd=workdir)
+    assert "continuing run" in out.stdout
+    assert "resuming from" in rank_lines(broken, 0)
+    resumed = json.loads((broken / "result.json").read_text())
+    assert resumed["global_step"] == 30 and resumed["resumed_from"].endswith("checkpoint-5")
+    expected, got = load_weights(whole / "model"), load_weights(broken / "model")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs after resume"
+
+
+def test_rank_refuses_a_world_size_other_than_the_plan(workdir: Path) -> None:
+    """`accelerate launch --cpu --num_processes 2` starts ONE process; the rank must notice."""
+    run_dir = workdir / "mismatch"
+    launcher("plan", "classification-imdb", "--smoke", "--run-dir", str(run_dir),
+             "distributed.processes_per_node=2", "-o", str(run_dir / "plan"), cwd=workdir)
+    (run_dir / "smoke-data").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+         "-m", "launcher.ranks.entry", str(run_dir)],
+        cwd=workdir, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    log = rank_lines(run_dir, 0)
+    assert "world_size: plan 2, rank sees 1" in log
+    assert "Plan: 4 x 1 x 2 = 8" in log
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_classification_from_a_local_pretrained_folder(workdir: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder = workdir / "tiny bert"
+    vocab = workdir / "vocab.txt"
+    words = "the a film was great awful good bad movie plot acting boring superb".split()
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                        num_hidden_layers=2, num_attention_heads=2, num_labels=2)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    original = load_weights(folder)
+    data = workdir / "reviews.csv"
+    rows = ["review,sentiment"] + [
+        f"the film was {'great superb' if i % 2 else 'awful boring'},{'pos' if i % 2 else 'neg'}"
+        for i in range(40)
+    ]
+    data.write_text("\n".join(rows) + "\n")
+    recipe = workdir / "local.yaml"
+    recipe.write_text(
+        f"""# launcher run local.yaml
+name: local-bert
+task: classification
+model: {{pretrained: "{folder}"}}
+data:
+  files: {{train: "{data}"}}
+  eval_fraction: 0.25
+  text_column: review
+  label_column: sentiment
+  labels: [neg, pos]
+  max_length: 32
+training: {{max_steps: 4, per_device_batch_size: 4, precision: fp32, learning_rate: 1.0e-3,
+           eval_strategy: steps, eval_steps: 2, logging_steps: 1}}
+checkpointing: {{strategy: steps, every_steps: 2}}
+"""
+    )
+    run_dir = workdir / "run"
+    launcher("run", str(recipe), "--run-dir", str(run_dir), cwd=workdir)
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    trained = load_weights(run_dir / "model")
+    embedding = "bert.embeddings.word_embeddings.weight"
+    assert trained[embedding].shape == original[embedding].shape  # no resize was needed
+    assert not torch.equal(trained[embedding], original[embedding])  # it trained
+
+
+def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
+    out = launcher("tokenizer", "mlm-scratch", "--smoke", "-o", str(workdir / "tok"), cwd=workdir)
+    assert "tokenizer saved to" in out.stdout
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "tok")
+    ids = tokenizer("the same day")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert len(tokenizer) <= 512
+    assert not any(workdir.glob("runs")), "the tokenizer command left a run directory behind"
+

@@ -1,0 +1,24 @@
+"""The README's recipe reference is generated from the schema and must not drift from it."""
+
+from __future__ import annotations
+
+from conftest import REPO
+
+from launcher.recipe.reference import END, START, reference_markdown
+from launcher.recipe.schema import Recipe
+
+
+def test_readme_reference_matches_the_schema() -> None:
+    readme = (REPO / "README.md").read_text()
+    inside = readme.split(START, 1)[1].split(END, 1)[0].strip()
+    assert inside == reference_markdown(), (
+        "README.md's recipe reference is out of date: run `make reference` and commit the result"
+    )
+
+
+def test_reference_lists_every_field() -> None:
+    table = reference_markdown()
+    for section, model in Recipe.model_fields.items():
+        assert f"`{section}`" in table
+    assert "`training.per_device_batch_size`" in table
+    assert "`tokenizer.train.limit_alphabet`" in table
