@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, run_dir: bool = True) -> None:
     parser.add_argument("recipe", help="recipe file, or the name of a shipped recipe")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. training.max_steps=10")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="e.g. training.max_steps=10"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny, offline, CPU-sized version")
     if run_dir:
         parser.add_argument("--run-dir", type=Path, help="run directory (default: runs/NAME)")

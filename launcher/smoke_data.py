@@ -38,8 +38,10 @@ def write_smoke_data(recipe: Recipe, folder: Path) -> None:
     for split, path in files.items():
         if not isinstance(path, str) or Path(path).parent != folder or Path(path).exists():
             continue
-        count = recipe.smoke.num_samples if split == "train" else max(
-            recipe.smoke.num_samples // SMOKE_EVAL_FRACTION, 2
+        count = (
+            recipe.smoke.num_samples
+            if split == "train"
+            else max(recipe.smoke.num_samples // SMOKE_EVAL_FRACTION, 2)
         )
         rng = random.Random(f"{recipe.training.seed}-{split}")
         rows = [make_row(recipe, rng) for _ in range(count)]

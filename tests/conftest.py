@@ -15,7 +15,9 @@ RECIPES = REPO / "recipes"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
-def launcher(*args: str, cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+def launcher(
+    *args: str, cwd: Path, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess:
     """Run ``python -m launcher ARGS`` the way a user would, offline, and return what it printed."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     result = subprocess.run(

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from conftest import REPO, launcher, load_weights, metrics
+from conftest import launcher, load_weights, metrics
 
 pytestmark = pytest.mark.integration
 
@@ -35,8 +34,15 @@ def rank_lines(run_dir: Path, rank: int) -> str:
 @pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
 def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
     run_dir = workdir / "run"
-    out = launcher("run", recipe, "--smoke", "--run-dir", str(run_dir),
-                   "distributed.processes_per_node=2", cwd=workdir)
+    out = launcher(
+        "run",
+        recipe,
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.processes_per_node=2",
+        cwd=workdir,
+    )
 
     assert "world size     2 = 1 node(s) x 2 process(es)" in out.stdout
     for rank in (0, 1):  # each rank checked its own world against the plan before step 1
@@ -63,10 +69,18 @@ def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
 @pytest.mark.parametrize("stage", [2, 3])
 def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, workdir: Path) -> None:
     run_dir = workdir / f"zero{stage}"
-    out = launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir),
-                   "distributed.strategy=deepspeed", f"distributed.zero_stage={stage}",
-                   "training.optimizer=paged_adamw_32bit",
-                   "training.gradient_accumulation_steps=2", cwd=workdir)
+    out = launcher(
+        "run",
+        "sft-mistral",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.strategy=deepspeed",
+        f"distributed.zero_stage={stage}",
+        "training.optimizer=paged_adamw_32bit",
+        "training.gradient_accumulation_steps=2",
+        cwd=workdir,
+    )
 
     assert f"DeepSpeed ZeRO-{stage}" in out.stdout
     ds = json.loads((run_dir / "plan" / "deepspeed.json").read_text())
@@ -94,7 +108,10 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
     first_checkpoint = broken / "checkpoints" / "checkpoint-5" / "launcher-complete.json"
     process = subprocess.Popen(
         [sys.executable, "-m", "launcher", "run", *args, "--run-dir", str(broken)],
-        cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     deadline = time.monotonic() + 600
@@ -119,13 +136,34 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
 def test_rank_refuses_a_world_size_other_than_the_plan(workdir: Path) -> None:
     """`accelerate launch --cpu --num_processes 2` starts ONE process; the rank must notice."""
     run_dir = workdir / "mismatch"
-    launcher("plan", "classification-imdb", "--smoke", "--run-dir", str(run_dir),
-             "distributed.processes_per_node=2", "-o", str(run_dir / "plan"), cwd=workdir)
+    launcher(
+        "plan",
+        "classification-imdb",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.processes_per_node=2",
+        "-o",
+        str(run_dir / "plan"),
+        cwd=workdir,
+    )
     (run_dir / "smoke-data").mkdir()
     result = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-         "-m", "launcher.ranks.entry", str(run_dir)],
-        cwd=workdir, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "launcher.ranks.entry",
+            str(run_dir),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     log = rank_lines(run_dir, 0)
@@ -142,8 +180,14 @@ def test_classification_from_a_local_pretrained_folder(workdir: Path) -> None:
     words = "the a film was great awful good bad movie plot acting boring superb".split()
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
     tokenizer = BertTokenizerFast(vocab_file=str(vocab))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                        num_hidden_layers=2, num_attention_heads=2, num_labels=2)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_labels=2,
+    )
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -195,4 +239,3 @@ def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
     assert len(tokenizer) <= 512
     assert not any(workdir.glob("runs")), "the tokenizer command left a run directory behind"
-

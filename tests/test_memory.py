@@ -84,9 +84,7 @@ MODEL_CLASSES = {
 }
 
 
-def _build(
-    architecture: str, task: str, config: dict[str, Any], num_labels: int
-) -> Any:
+def _build(architecture: str, task: str, config: dict[str, Any], num_labels: int) -> Any:
     """Instantiate the real model from `full_config`, so the copied defaults are used too."""
     transformers = pytest.importorskip("transformers")
     cfg = full_config(architecture, config)
@@ -111,9 +109,7 @@ def test_count_matches_real_model(architecture: str, task: str) -> None:
 
 
 @pytest.mark.parametrize(("architecture", "extra"), VARIANTS)
-def test_count_matches_real_model_variants(
-    architecture: str, extra: dict[str, Any]
-) -> None:
+def test_count_matches_real_model_variants(architecture: str, extra: dict[str, Any]) -> None:
     config = {**SMALL[architecture], **extra}
     for arch, task in MODEL_CLASSES:
         if arch != architecture:
@@ -159,9 +155,7 @@ SETUPS = [
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
-@pytest.mark.parametrize(
-    "optimizer", ["adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"]
-)
+@pytest.mark.parametrize("optimizer", ["adamw_torch", "adamw_torch_fused", "paged_adamw_32bit"])
 @pytest.mark.parametrize(("total", "layer", "per_node", "nodes"), SETUPS)
 @pytest.mark.parametrize("offload", [False, True])
 def test_stage2_matches_deepspeed(

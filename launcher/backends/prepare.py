@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from launcher.errors import LauncherError
 from launcher.plan.build import Plan
+from launcher.recipe.loader import differences
 from launcher.smoke_data import write_smoke_data
 
 PRIVATE_DIR = 0o700
@@ -48,18 +48,6 @@ def check_same_recipe(plan: Plan) -> None:
             f"{plan.layout.root} holds a run of a different recipe ({shown}). "
             "Continue it with the same recipe and overrides, or choose another --run-dir."
         )
-
-
-def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """Key paths whose values differ between two nested mappings."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = list(old) + [k for k in new if k not in old]
-        return [
-            change
-            for key in keys
-            for change in differences(old.get(key), new.get(key), f"{prefix}{key}.")
-        ]
-    return [] if old == new else [(prefix.rstrip("."), old, new)]
 
 
 def make_private_dir(path: Path) -> None:

@@ -113,15 +113,24 @@ class Plan:
             ("recipe", f"{self.source}{overrides}"),
             ("task", f"{recipe.task}: {describe_model(recipe, self.parameters)}"),
             ("run dir", str(self.layout.root)),
-            ("world size", f"{batch.world_size} = {batch.nodes} node(s) x {batch.processes_per_node} process(es)"),
+            (
+                "world size",
+                f"{batch.world_size} = {batch.nodes} node(s) x {batch.processes_per_node} process(es)",
+            ),
             ("global batch", f"{batch.arithmetic()} sequences"),
-            ("tokens/step", f"{batch.tokens_per_step:,} ({batch.global_batch} x {batch.max_length} max length)"),
+            (
+                "tokens/step",
+                f"{batch.tokens_per_step:,} ({batch.global_batch} x {batch.max_length} max length)",
+            ),
             ("steps", describe_steps(recipe)),
             ("optimizer", self.optimizer_description),
             ("distributed", describe_distribution(recipe)),
             ("precision", recipe.training.precision),
             ("memory/device", describe_memory(self.memory)),
-            ("remote code", "trusted (model.trust_remote_code)" if recipe.model.trust_remote_code else "off"),
+            (
+                "remote code",
+                "trusted (model.trust_remote_code)" if recipe.model.trust_remote_code else "off",
+            ),
         ]
         rows += [("smoke" if i == 0 else "", note) for i, note in enumerate(self.smoke_notes)]
         rows.append(("command", shlex.join(self.command)))
@@ -143,13 +152,15 @@ def build_plan(
     layout = RunLayout(run_dir.absolute())
     notes: list[str] = []
     if smoke:
-        recipe, notes = apply_smoke(recipe, layout, exists)
+        recipe, notes = apply_smoke(recipe, layout, exists, tuple(overrides))
     recipe = with_absolute_files(recipe)
     batch = batch_numbers(recipe)
     model_config = resolved_model_config(recipe, exists)
     hidden = hidden_size(model_config) if model_config else None
     deepspeed = (
-        deepspeed_config(recipe, batch, hidden) if recipe.distributed.strategy == "deepspeed" else None
+        deepspeed_config(recipe, batch, hidden)
+        if recipe.distributed.strategy == "deepspeed"
+        else None
     )
     parameters = memory = None
     if model_config is not None and recipe.model.architecture:

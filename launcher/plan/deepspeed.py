@@ -19,7 +19,9 @@ DEFAULT_PREFETCH_BUCKET = 50_000_000
 DEFAULT_PERSISTENCE_THRESHOLD = 100_000
 
 
-def deepspeed_config(recipe: Recipe, batch: BatchNumbers, hidden_size: int | None) -> dict[str, Any]:
+def deepspeed_config(
+    recipe: Recipe, batch: BatchNumbers, hidden_size: int | None
+) -> dict[str, Any]:
     precision = recipe.training.precision
     config: dict[str, Any] = {
         "train_batch_size": batch.global_batch,

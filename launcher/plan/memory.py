@@ -143,9 +143,7 @@ def count_parameters(
     """Count the parameters of the transformers model `task` builds for `architecture`."""
     models = TASK_MODELS.get(architecture)
     if models is None:
-        raise ValueError(
-            f"unknown architecture {architecture!r}; known: {', '.join(TASK_MODELS)}"
-        )
+        raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(TASK_MODELS)}")
     if task not in models:
         raise ValueError(
             f"task {task!r} has no {architecture} model; {architecture} supports: "
@@ -228,9 +226,7 @@ def _bert(cfg: dict[str, Any], task: str, num_labels: int) -> tuple[_Modules, in
     return modules + head, shared
 
 
-def _distilbert(
-    cfg: dict[str, Any], task: str, num_labels: int
-) -> tuple[_Modules, int]:
+def _distilbert(cfg: dict[str, Any], task: str, num_labels: int) -> tuple[_Modules, int]:
     """Modules of DistilBERT; returns them and the parameters counted twice (tied projector)."""
     dim, vocab, layers = cfg["dim"], cfg["vocab_size"], cfg["n_layers"]
     modules: _Modules = [
@@ -278,9 +274,7 @@ class _Bytes:
 
 def _bytes_per_parameter(precision: str, optimizer: str) -> _Bytes:
     if precision not in PRECISIONS:
-        raise ValueError(
-            f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}"
-        )
+        raise ValueError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
     if optimizer not in OPTIMIZER_STATE_BYTES:
         raise ValueError(
             f"unknown optimizer {optimizer!r}; known: {', '.join(OPTIMIZER_STATE_BYTES)}"
@@ -369,18 +363,14 @@ def _check_setup(setup: _Setup) -> None:
     if setup.offload_optimizer and setup.zero_stage == 0:
         raise ValueError("offload_optimizer needs zero_stage 1, 2 or 3 (got 0)")
     if setup.offload_parameters and setup.zero_stage != 3:
-        raise ValueError(
-            f"offload_parameters needs zero_stage 3 (got {setup.zero_stage})"
-        )
+        raise ValueError(f"offload_parameters needs zero_stage 3 (got {setup.zero_stage})")
     if setup.per_node < 1 or setup.nodes < 1:
         raise ValueError(
             f"processes_per_node ({setup.per_node}) and nodes ({setup.nodes}) must be >= 1"
         )
 
 
-def _stage012(
-    params: ParameterCount, b: _Bytes, setup: _Setup
-) -> tuple[int, int, int, int]:
+def _stage012(params: ParameterCount, b: _Bytes, setup: _Setup) -> tuple[int, int, int, int]:
     """(parameters, gradients, optimizer states, CPU per node) for stages 0, 1 and 2.
 
     Stage 0 follows the ZeRO paper: wP + wP + (m+s)P, 16 bytes/param for mixed-precision Adam
@@ -409,9 +399,7 @@ def _stage012(
     return weights, grad_shard, opt_shard, cpu
 
 
-def _stage3(
-    params: ParameterCount, b: _Bytes, setup: _Setup
-) -> tuple[int, int, int, int]:
+def _stage3(params: ParameterCount, b: _Bytes, setup: _Setup) -> tuple[int, int, int, int]:
     """(parameters, gradients, optimizer states, CPU per node) for ZeRO-3.
 
     As DeepSpeed's ZeRO-3 estimator: every GPU holds the largest layer's full weights and
@@ -458,20 +446,12 @@ def _note(setup: _Setup, precision: str, optimizer: str) -> str:
     """One paragraph saying what the numbers include and where they come from."""
     parts = ["Model states only (no activations, buffers or CUDA context)."]
     zero_stage = setup.zero_stage
-    if (
-        zero_stage >= 2
-        and precision in MIXED_PRECISIONS
-        and OPTIMIZER_STATE_BYTES[optimizer] == 8
-    ):
+    if zero_stage >= 2 and precision in MIXED_PRECISIONS and OPTIMIZER_STATE_BYTES[optimizer] == 8:
         parts.append(f"Matches DeepSpeed's ZeRO-{zero_stage} estimator.")
     elif zero_stage == 0:
-        parts.append(
-            "ZeRO paper accounting: weights + gradients + master/optimizer states."
-        )
+        parts.append("ZeRO paper accounting: weights + gradients + master/optimizer states.")
     else:
-        parts.append(
-            "DeepSpeed's ZeRO estimator formula with this precision/optimizer's bytes."
-        )
+        parts.append("DeepSpeed's ZeRO estimator formula with this precision/optimizer's bytes.")
     if precision in MIXED_PRECISIONS:
         parts.append(f"{precision}: 16-bit weights and gradients, fp32 master weights.")
     else:

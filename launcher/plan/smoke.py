@@ -16,6 +16,7 @@ from typing import Any
 from launcher.contract import RunLayout
 from launcher.errors import RecipeError, RecipeProblem
 from launcher.recipe.checks import DECODERS, split_name
+from launcher.recipe.loader import differences, with_overrides
 from launcher.recipe.schema import Recipe, TrainedTokenizerSection
 
 TINY_CONFIGS: dict[str, dict[str, Any]] = {
@@ -47,9 +48,16 @@ SMOKE_EVAL_FRACTION = 4  # generated eval split: a quarter of the training sampl
 
 
 def apply_smoke(
-    recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool] = Path.exists
+    recipe: Recipe,
+    layout: RunLayout,
+    exists: Callable[[Path], bool] = Path.exists,
+    overrides: tuple[str, ...] = (),
 ) -> tuple[Recipe, list[str]]:
-    """The smoke version of ``recipe`` and one note per change, in recipe order."""
+    """The smoke version of ``recipe`` and one note per change, in recipe order.
+
+    Command-line overrides still win (the one precedence rule): ``--smoke training.max_steps=10``
+    runs 10 steps, and the notes say which smoke settings an override replaced.
+    """
     smoke = recipe.model_copy(deep=True)
     tokenizer_source = recipe.tokenizer.pretrained or recipe.model.pretrained
     notes = [
@@ -58,6 +66,14 @@ def apply_smoke(
         swap_data(smoke, layout, exists),
         shrink_training(smoke),
     ]
+    shrunk = smoke
+    smoke = with_overrides(shrunk, overrides)
+    kept = [
+        key
+        for key, _, _ in differences(shrunk.model_dump(mode="json"), smoke.model_dump(mode="json"))
+    ]
+    if kept:
+        notes.append(f"command line wins over smoke for: {', '.join(kept)}")
     return smoke, [note for note in notes if note]
 
 
@@ -121,7 +137,9 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
         data.train_split = f"{split_name(data.train_split)}[:{count}]"
         if data.eval_split:
             data.eval_split = f"{split_name(data.eval_split)}[:{eval_count}]"
-        return f"data: first {count} samples of the recipe's local files, max length {data.max_length}"
+        return (
+            f"data: first {count} samples of the recipe's local files, max length {data.max_length}"
+        )
     wanted = data.dataset or ", ".join(str(f) for f in iter_files(data.files or {}))
     files = {"train": str(layout.smoke_data_dir / "train.jsonl")}
     if data.eval_split:

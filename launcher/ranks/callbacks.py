@@ -96,9 +96,7 @@ class CheckpointCompletion(TrainerCallback):
 
 
 def write_marker(folder: Path, step: int) -> None:
-    files = sorted(
-        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-    )
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     partial = folder / f".{COMPLETE_MARKER}.partial"
     with open(partial, "w", encoding="utf-8") as stream:
         json.dump({"step": step, "files": files}, stream)

@@ -35,7 +35,9 @@ def load_raw_splits(data: DataSection) -> dict[str, Any]:
     if data.eval_split:
         splits["eval"] = load_split(data, data.eval_split, "data.eval_split")
     elif data.eval_fraction:
-        parts = splits["train"].train_test_split(test_size=data.eval_fraction, seed=data.shuffle_seed)
+        parts = splits["train"].train_test_split(
+            test_size=data.eval_fraction, seed=data.shuffle_seed
+        )
         splits = {"train": parts["train"], "eval": parts["test"]}
     if data.shuffle:
         splits["train"] = splits["train"].shuffle(seed=data.shuffle_seed)

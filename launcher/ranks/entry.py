@@ -29,7 +29,10 @@ from launcher.recipe.schema import Recipe
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
-        print("usage: python -m launcher.ranks.entry RUN_DIR (started by launcher run)", file=sys.stderr)
+        print(
+            "usage: python -m launcher.ranks.entry RUN_DIR (started by launcher run)",
+            file=sys.stderr,
+        )
         return 2
     layout = RunLayout(Path(argv[1]).absolute())
     rank = int(os.environ.get("RANK", "0"))
@@ -40,7 +43,11 @@ def main(argv: list[str]) -> int:
             print(f"[launcher] rank {rank}: error: {error}", file=sys.stderr, flush=True)
             return 1
         except BaseException:
-            print(f"[launcher] rank {rank} failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
+            print(
+                f"[launcher] rank {rank} failed:\n{traceback.format_exc()}",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
     return 0
 
@@ -67,7 +74,10 @@ def train(layout: RunLayout) -> None:
     use_cpu = not runtime.cuda_available()
     args = training_arguments(recipe, trainer_args, use_cpu=use_cpu)
     runtime.check_numbers(contract, runtime.numbers_seen(state, args))
-    say(state, f"world size {state.num_processes}, {'CPU' if use_cpu else 'GPU'}, task {recipe.task}")
+    say(
+        state,
+        f"world size {state.num_processes}, {'CPU' if use_cpu else 'GPU'}, task {recipe.task}",
+    )
 
     with state.main_process_first():
         splits = load_raw_splits(recipe.data)

@@ -29,8 +29,9 @@ def init_distributed(contract: RunContract) -> Any:
     import torch
     from accelerate import PartialState
 
-    if torch.cuda.is_available() or contract.world_size == 1:
-        return PartialState()
+    launched_ranks = int(os.environ.get("WORLD_SIZE", "1"))
+    if torch.cuda.is_available() or launched_ranks == 1:
+        return PartialState()  # one process, whatever the plan says: check_numbers will tell
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
         return PartialState(backend="gloo")
     return PartialState(cpu=True, backend="gloo")

@@ -72,5 +72,9 @@ def build_trainer(
 def accuracy(prediction: Any) -> dict[str, float]:
     import numpy as np
 
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    logits = (
+        prediction.predictions[0]
+        if isinstance(prediction.predictions, tuple)
+        else prediction.predictions
+    )
     return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}

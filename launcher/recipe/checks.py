@@ -17,6 +17,9 @@ Problem = tuple[str, str]
 DECODERS = ("mistral", "llama")
 ENCODERS = ("distilbert", "bert")
 BITSANDBYTES_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
+# Under ZeRO optimizer offload accelerate maps every optimizer to DeepSpeedCPUAdam (non-AdamW ones
+# with adamw_mode=False, i.e. plain Adam): only AdamW keeps its meaning.
+OFFLOADABLE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
 METRICS_BY_TASK = {
     "sft": ("loss", "eval_loss"),
     "mlm": ("loss", "eval_loss", "perplexity", "eval_perplexity"),
@@ -47,8 +50,9 @@ def check_model(recipe: Recipe) -> Iterator[Problem]:
         wanted = DECODERS if recipe.task == "sft" else ENCODERS if recipe.task == "mlm" else None
         if wanted and model.architecture not in wanted:
             allowed = ", ".join(wanted)
-            yield "model.architecture", (
-                f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"
+            yield (
+                "model.architecture",
+                (f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"),
             )
 
 
@@ -57,21 +61,34 @@ def check_tokenizer(recipe: Recipe) -> Iterator[Problem]:
     if tokenizer.train is None and not tokenizer.pretrained and not recipe.model.pretrained:
         yield "tokenizer", "set `pretrained` (hub id or folder) or `train` to train one on the data"
     if tokenizer.train and tokenizer.train.algorithm == "retrain" and not tokenizer.pretrained:
-        yield "tokenizer.train.algorithm", "'retrain' needs `tokenizer.pretrained` as its starting point"
+        yield (
+            "tokenizer.train.algorithm",
+            "'retrain' needs `tokenizer.pretrained` as its starting point",
+        )
     train = tokenizer.train
-    if train and train.algorithm == "wordpiece" and not {"[UNK]", "<unk>"} & set(train.special_tokens):
+    if (
+        train
+        and train.algorithm == "wordpiece"
+        and not {"[UNK]", "<unk>"} & set(train.special_tokens)
+    ):
         yield "tokenizer.train.special_tokens", "wordpiece needs an unknown token: add '[UNK]'"
     if train and train.algorithm == "retrain":
         for key in ("lowercase", "add_prefix_space"):
             if getattr(train, key):
-                yield f"tokenizer.train.{key}", (
-                    "'retrain' keeps the pretrained tokenizer's pipeline; this setting would be "
-                    "ignored, so drop it"
+                yield (
+                    f"tokenizer.train.{key}",
+                    (
+                        "'retrain' keeps the pretrained tokenizer's pipeline; this setting would be "
+                        "ignored, so drop it"
+                    ),
                 )
     if tokenizer.train and tokenizer.pretrained and tokenizer.train.algorithm != "retrain":
-        yield "tokenizer.pretrained", (
-            f"set together with `train.algorithm: {tokenizer.train.algorithm}`; "
-            "use `algorithm: retrain` to retrain it, or drop one of the two"
+        yield (
+            "tokenizer.pretrained",
+            (
+                f"set together with `train.algorithm: {tokenizer.train.algorithm}`; "
+                "use `algorithm: retrain` to retrain it, or drop one of the two"
+            ),
         )
 
 
@@ -82,7 +99,10 @@ def check_data(recipe: Recipe) -> Iterator[Problem]:
     if data.dataset and data.files:
         yield "data.files", "set together with `data.dataset`; use one of the two"
     if data.files:
-        for key, split in (("data.train_split", data.train_split), ("data.eval_split", data.eval_split)):
+        for key, split in (
+            ("data.train_split", data.train_split),
+            ("data.eval_split", data.eval_split),
+        ):
             name = split_name(split) if split else None
             if name and name not in data.files:
                 yield key, f"{split!r}: no such split in data.files (has: {', '.join(data.files)})"
@@ -110,11 +130,14 @@ def check_distributed(recipe: Recipe) -> Iterator[Problem]:
     if dist.offload_parameters != "none" and dist.zero_stage != 3:
         yield "distributed.offload_parameters", f"needs `zero_stage: 3` (got {dist.zero_stage})"
     optimizer = recipe.training.optimizer
-    if dist.offload_optimizer != "none" and optimizer in BITSANDBYTES_OPTIMIZERS:
-        yield "training.optimizer", (
-            f"{optimizer!r} would be silently replaced by DeepSpeed's CPUAdam under "
-            "`distributed.offload_optimizer: cpu`; use `adamw_torch` (runs as CPUAdam) "
-            "or turn the offload off"
+    if dist.offload_optimizer != "none" and optimizer not in OFFLOADABLE_OPTIMIZERS:
+        yield (
+            "training.optimizer",
+            (
+                f"{optimizer!r} would be silently replaced by DeepSpeed's CPUAdam under "
+                "`distributed.offload_optimizer: cpu`; use `adamw_torch` (runs as CPUAdam) "
+                "or turn the offload off"
+            ),
         )
 
 
@@ -122,9 +145,12 @@ def check_evaluation(recipe: Recipe) -> Iterator[Problem]:
     training, data = recipe.training, recipe.data
     has_eval_data = bool(data.eval_split) or data.eval_fraction > 0
     if training.eval_strategy != "no" and not has_eval_data:
-        yield "training.eval_strategy", (
-            f"{training.eval_strategy!r} needs evaluation data: set `data.eval_split` "
-            "or `data.eval_fraction`"
+        yield (
+            "training.eval_strategy",
+            (
+                f"{training.eval_strategy!r} needs evaluation data: set `data.eval_split` "
+                "or `data.eval_fraction`"
+            ),
         )
     if training.eval_strategy == "steps" and training.eval_steps is None:
         yield "training.eval_steps", "required when `eval_strategy: steps`"
@@ -132,20 +158,31 @@ def check_evaluation(recipe: Recipe) -> Iterator[Problem]:
         return
     saving = recipe.checkpointing
     if training.eval_strategy != saving.strategy or saving.strategy == "no":
-        yield "training.load_best_model_at_end", (
-            f"needs evaluation and saving on the same cadence (eval_strategy "
-            f"{training.eval_strategy!r}, checkpointing.strategy {saving.strategy!r})"
+        yield (
+            "training.load_best_model_at_end",
+            (
+                f"needs evaluation and saving on the same cadence (eval_strategy "
+                f"{training.eval_strategy!r}, checkpointing.strategy {saving.strategy!r})"
+            ),
         )
-    elif saving.strategy == "steps" and training.eval_steps and saving.every_steps % training.eval_steps:
-        yield "checkpointing.every_steps", (
-            f"{saving.every_steps} must be a multiple of training.eval_steps "
-            f"({training.eval_steps}) to keep the best model"
+    elif (
+        saving.strategy == "steps"
+        and training.eval_steps
+        and saving.every_steps % training.eval_steps
+    ):
+        yield (
+            "checkpointing.every_steps",
+            (
+                f"{saving.every_steps} must be a multiple of training.eval_steps "
+                f"({training.eval_steps}) to keep the best model"
+            ),
         )
     metric = training.metric_for_best_model or "loss"
     allowed = METRICS_BY_TASK[recipe.task]
     if metric not in allowed:
-        yield "training.metric_for_best_model", (
-            f"{metric!r} is not computed for task {recipe.task!r}; allowed: {', '.join(allowed)}"
+        yield (
+            "training.metric_for_best_model",
+            (f"{metric!r} is not computed for task {recipe.task!r}; allowed: {', '.join(allowed)}"),
         )
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from launcher.errors import RecipeError, RecipeProblem
 from launcher.recipe.checks import check_recipe
 from launcher.recipe.schema import Recipe
+from launcher.recipe.yaml_data import DuplicateKeyError, load_yaml
 
 COMMAND_LINE = "command line"
 MAX_BASE_DEPTH = 16
@@ -29,15 +30,16 @@ class LayeredRecipe:
 
     data: dict[str, Any] = field(default_factory=dict)
     origin: dict[str, str] = field(default_factory=dict)
+    main_source: str = COMMAND_LINE
 
     def source_of(self, key: str) -> str:
-        """The source that set ``key`` or, failing that, its nearest set parent."""
+        """The source that set ``key``, or its nearest set parent, or else the recipe that ran."""
         parts = key.split(".")
         for end in range(len(parts), 0, -1):
             found = self.origin.get(".".join(parts[:end]))
             if found:
                 return found
-        return next(iter(self.origin.values()), COMMAND_LINE)
+        return self.main_source
 
 
 def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Recipe:
@@ -53,7 +55,7 @@ def load_recipe(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 def layer_sources(path: Path, overrides: list[str]) -> tuple[LayeredRecipe, list[RecipeProblem]]:
     """Apply the precedence rule: bases, then the recipe, then the command-line overrides."""
-    layered = LayeredRecipe()
+    layered = LayeredRecipe(main_source=display_path(path))
     problems: list[RecipeProblem] = []
     chain, chain_problems = read_base_chain(path)
     problems += chain_problems
@@ -101,11 +103,16 @@ def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], RecipeProblem | None]
     except (OSError, UnicodeDecodeError) as error:
         return {}, RecipeProblem(source, "", f"cannot be read as UTF-8 text ({error})")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as error:
+        message = f"given twice (again at line {error.line}); a later one would silently win"
+        return {}, RecipeProblem(source, str(error.key), message)
     except yaml.YAMLError as error:
         return {}, RecipeProblem(source, "", f"invalid YAML: {yaml_error_summary(error)}")
     if data is None:
-        return {}, RecipeProblem(source, "", "empty recipe: expected a mapping with `name` and `task`")
+        return {}, RecipeProblem(
+            source, "", "empty recipe: expected a mapping with `name` and `task`"
+        )
     if not isinstance(data, dict):
         kind = type(data).__name__
         return {}, RecipeProblem(source, "", f"expected a mapping of recipe sections, got a {kind}")
@@ -133,12 +140,11 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[RecipePr
                 RecipeProblem(COMMAND_LINE, key or item, f"{item!r}: overrides look like a.b=value")
             )
             continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
-        target = nested
         parts = key.split(".")
+        value = parse_value(raw)
+        if is_text_field(parts) and value is not None:
+            value = raw  # text fields take the text as written: `pad_token=[PAD]` is no list
+        target = nested
         for part in parts[:-1]:
             if not isinstance(target.get(part), dict):
                 target[part] = {}
@@ -147,7 +153,28 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[RecipePr
     return nested, problems
 
 
-def merge_into(layered: LayeredRecipe, mapping: dict[str, Any], source: str, prefix: str = "") -> None:
+def parse_value(raw: str) -> Any:
+    """A YAML scalar or flow collection (``3e-4``, ``true``, ``[a, b]``); bad YAML stays text."""
+    try:
+        return load_yaml(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        return raw
+
+
+def is_text_field(parts: list[str]) -> bool:
+    """Whether the schema field at ``parts`` holds text: its value is then taken literally, so
+    ``tokenizer.pad_token=[PAD]`` or ``data.dataset_config=2024`` mean what they say."""
+    parent = schema_at(parts[:-1])
+    field = parent.model_fields.get(parts[-1]) if parent else None
+    if field is None:
+        return False
+    annotation = field.annotation
+    return annotation is str or set(getattr(annotation, "__args__", ())) == {str, type(None)}
+
+
+def merge_into(
+    layered: LayeredRecipe, mapping: dict[str, Any], source: str, prefix: str = ""
+) -> None:
     """Deep-merge ``mapping`` into ``layered``; mappings merge, everything else replaces."""
     target = layered.data
     for part in prefix.split(".") if prefix else []:
@@ -158,7 +185,13 @@ def merge_into(layered: LayeredRecipe, mapping: dict[str, Any], source: str, pre
         if isinstance(value, dict) and isinstance(target.get(key), dict) and not is_free_form(path):
             merge_into(layered, value, source, path)
             continue
-        if isinstance(value, dict) and is_free_form(path) and isinstance(target.get(key), dict):
+        if (
+            value
+            and isinstance(value, dict)
+            and is_free_form(path)
+            and isinstance(target.get(key), dict)
+        ):
+            # Free-form mappings merge one level deep; an explicit `{}` clears what a base set.
             target[key] = {**target[key], **value}
         else:
             target[key] = value
@@ -175,8 +208,12 @@ def is_free_form(path: str) -> bool:
 
 def validate(layered: LayeredRecipe) -> tuple[Recipe | None, list[RecipeProblem]]:
     """Type the merged mapping with the schema, then run the cross-field checks."""
+    data = {
+        key: {} if value is None and is_required_section(key) else value
+        for key, value in layered.data.items()
+    }
     try:
-        recipe = Recipe.model_validate(layered.data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as error:
         return None, [describe_validation_error(item, layered) for item in error.errors()]
     problems = [
@@ -193,14 +230,31 @@ def describe_validation_error(item: Any, layered: LayeredRecipe) -> RecipeProble
     if kind == "extra_forbidden":
         parent = schema_at(location[:-1])
         allowed = sorted(parent.model_fields) if parent else []
-        close = difflib.get_close_matches(location[-1], allowed, n=1, cutoff=0.6)
-        hint = f"did you mean `{close[0]}`? " if close else ""
+        close = closest_key(location[-1], allowed)
+        hint = f"did you mean `{close}`? " if close else ""
         message = f"unknown key; {hint}allowed here: {', '.join(allowed)}"
     elif kind == "missing":
         message = "required, but not set"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = f"{item['input']!r}: expected a mapping of settings"
     else:
         message = f"{item['input']!r}: {lower_first(item['msg'])}"
     return RecipeProblem(layered.source_of(key), key, message)
+
+
+def closest_key(key: str, allowed: list[str]) -> str | None:
+    """The allowed key a typo most likely meant: by spelling, or by initials (`lr`)."""
+    for name in allowed:
+        if "_" in name and key == "".join(word[0] for word in name.split("_")):
+            return name
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def is_required_section(key: str) -> bool:
+    """Top-level sections (not optional ones like `tokenizer.train`): an empty one means defaults."""
+    annotation = Recipe.model_fields[key].annotation if key in Recipe.model_fields else None
+    return is_model(annotation)
 
 
 def schema_at(location: list[str]) -> type[BaseModel] | None:
@@ -223,6 +277,26 @@ def is_model(annotation: Any) -> bool:
 
 def lower_first(text: str) -> str:
     return text[:1].lower() + text[1:]
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Key paths whose values differ between two nested mappings, as (key, old, new)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(old) + [k for k in new if k not in old]
+        return [
+            change
+            for key in keys
+            for change in differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        ]
+    return [] if old == new else [(prefix.rstrip("."), old, new)]
+
+
+def with_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Recipe:
+    """``recipe`` with already-validated command-line overrides applied once more on top."""
+    parsed, _ = parse_overrides(list(overrides))
+    layered = LayeredRecipe(data=recipe.model_dump(mode="json"))
+    merge_into(layered, parsed, COMMAND_LINE)
+    return Recipe.model_validate(layered.data)
 
 
 def display_path(path: Path) -> str:

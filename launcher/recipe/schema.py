@@ -168,9 +168,7 @@ class TrainingSection(Section):
     greater_is_better: bool | None = Field(
         None, description="Whether a larger metric is better; inferred from the metric's name."
     )
-    gradient_checkpointing: bool = Field(
-        False, description="Recompute activations to save memory."
-    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
 
 
