@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup smoke test unit lint reference clean
+.PHONY: setup smoke test unit lint reference clean cluster cluster-stop cluster-status test-slurm
 
 setup: $(VENV)/.installed
 
@@ -23,12 +23,27 @@ smoke: setup
 	rm -rf runs/smoke-sft-mistral
 	HF_HUB_OFFLINE=1 $(BIN)/launcher run recipes/sft-mistral.yaml --smoke --run-dir runs/smoke-sft-mistral
 
-# The full test suite (unit and integration tiers), as CI runs it.
+# The full test suite (unit, integration and SLURM tiers), as CI runs it. The local SLURM cluster
+# needs root: without it the cluster is not started and the SLURM tests skip, saying why.
 test: setup
+	cluster/devcluster.sh start || echo "make test: no local SLURM cluster (see above); SLURM tests will skip"
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 unit: setup
-	$(BIN)/python -m pytest -q -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not integration and not slurm" $(PYTEST_ARGS)
+
+test-slurm: setup cluster
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m slurm $(PYTEST_ARGS)
+
+# The local development SLURM cluster (cluster/README.md): munge, slurmctld, two slurmd nodes.
+cluster:
+	cluster/devcluster.sh start
+
+cluster-stop:
+	cluster/devcluster.sh stop
+
+cluster-status:
+	cluster/devcluster.sh status
 
 lint: setup
 	$(BIN)/ruff check launcher tests

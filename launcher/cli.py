@@ -8,11 +8,14 @@ heavy parts inside their handler.
     launcher plan recipes/sft-mistral.yaml training.learning_rate=2e-4 --smoke
     launcher run recipes/sft-mistral.yaml --smoke
     launcher tokenizer recipes/mlm-scratch.yaml -o my-tokenizer
+    launcher submit recipes/sft-mistral.yaml --cluster dev --nodes 2 --smoke
+    launcher status runs/sft-mistral-smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,12 +36,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="resolve a recipe and print the plan")
     add_recipe_arguments(plan)
+    add_cluster_arguments(plan, required=False)
     plan.add_argument("-o", "--output", type=Path, help="also write the plan's files here")
     plan.set_defaults(handler=cmd_plan)
 
     run = commands.add_parser("run", help="resolve, then train on this machine")
     add_recipe_arguments(run)
     run.set_defaults(handler=cmd_run)
+
+    submit = commands.add_parser("submit", help="resolve, then submit to SLURM and return")
+    add_recipe_arguments(submit)
+    add_cluster_arguments(submit, required=True)
+    submit.add_argument("--dry-run", action="store_true", help="print the batch script only")
+    submit.set_defaults(handler=cmd_submit)
+
+    sbatch = commands.add_parser("sbatch", help="write a batch script to submit with sbatch")
+    add_recipe_arguments(sbatch)
+    add_cluster_arguments(sbatch, required=True)
+    sbatch.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
+    sbatch.set_defaults(handler=cmd_sbatch)
+
+    status = commands.add_parser("status", help="a cluster run's state, attempts and failures")
+    status.add_argument("target", help="run directory or job id")
+    status.set_defaults(handler=cmd_status)
+
+    logs = commands.add_parser("logs", help="print a rank's log")
+    logs.add_argument("target", help="run directory or job id")
+    logs.add_argument("--rank", type=int, default=0, help="global rank (default 0)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
+    logs.set_defaults(handler=cmd_logs)
+
+    cancel = commands.add_parser("cancel", help="cancel a cluster run's job")
+    cancel.add_argument("target", help="run directory or job id")
+    cancel.set_defaults(handler=cmd_cancel)
 
     tokenizer = commands.add_parser("tokenizer", help="train or adjust the recipe's tokenizer")
     add_recipe_arguments(tokenizer, run_dir=False)
@@ -55,6 +85,18 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, run_dir: bool = True) 
     parser.add_argument("--smoke", action="store_true", help="tiny, offline, CPU-sized version")
     if run_dir:
         parser.add_argument("--run-dir", type=Path, help="run directory (default: runs/NAME)")
+
+
+def add_cluster_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
+    parser.add_argument(
+        "--cluster",
+        required=required,
+        metavar="PROFILE",
+        help="cluster profile (cluster/NAME.yaml)",
+    )
+    parser.add_argument(
+        "--nodes", type=int, help="nodes (default: the recipe's, else the profile's)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +132,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     plan = resolve(args)
     print(plan.summary())
+    if args.cluster:
+        from launcher.backends.slurm import batch_script
+
+        print(
+            f"\nbatch script for cluster {args.profile.name}:\n{batch_script(plan, args.profile)}"
+        )
     if args.output:
         write_files({args.output / path.name: text for path, text in plan.files().items()})
         print(f"\nplan files written to {args.output}")
@@ -100,6 +148,60 @@ def cmd_run(args: argparse.Namespace) -> int:
     from launcher.backends.local import run_locally
 
     return run_locally(resolve(args))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from launcher.backends import slurm
+
+    plan = resolve(args)
+    if args.dry_run:
+        print(plan.summary())
+        print(f"\nbatch script:\n{slurm.batch_script(plan, args.profile)}")
+        return 0
+    job_id = slurm.submit(plan, args.profile)
+    print(
+        f"submitted job {job_id} to {args.profile.name}: {plan.batch.nodes} node(s) x "
+        f"{plan.batch.processes_per_node} rank(s)"
+    )
+    print(f"run dir: {plan.layout.root}")
+    print(f"watch:   launcher status {shlex.quote(str(plan.layout.root))}")
+    return 0
+
+
+def cmd_sbatch(args: argparse.Namespace) -> int:
+    from launcher.backends.prepare import prepare_run_dir, write_files
+    from launcher.backends.slurm import standalone_script
+
+    plan = resolve(args)
+    prepare_run_dir(plan)
+    plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
+    write_files({args.output: standalone_script(plan, args.profile)})
+    args.output.chmod(0o755)
+    print(f"run dir prepared: {plan.layout.root}")
+    print(f"submit it with:   sbatch {shlex.quote(str(args.output))}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from launcher.backends.jobs import locate, status_report
+
+    print(status_report(*locate(args.target)))
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from launcher.backends.jobs import locate, show_log
+
+    layout, job_id = locate(args.target)
+    show_log(layout, args.rank, args.follow, job_id)
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from launcher.backends.jobs import cancel, locate
+
+    print(cancel(*locate(args.target)))
+    return 0
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:
@@ -121,13 +223,22 @@ def resolve(args: argparse.Namespace):  # -> Plan (its import is deferred with t
     from launcher.recipe.loader import display_path, load_recipe
 
     path = find_recipe(args.recipe)
-    recipe = load_recipe(path, args.overrides)
+    overrides = list(args.overrides)
+    recipe = load_recipe(path, overrides)
+    if getattr(args, "cluster", None):
+        from launcher.backends.profile import load_profile
+        from launcher.backends.slurm import cluster_overrides
+
+        args.profile = load_profile(args.cluster)
+        # The cluster's values go first, so that the user's own overrides still win.
+        overrides = cluster_overrides(recipe, args.profile, args.nodes) + overrides
+        recipe = load_recipe(path, overrides)
     run_dir = args.run_dir or Path("runs") / (recipe.name + ("-smoke" if args.smoke else ""))
     return build_plan(
         recipe,
         run_dir,
         source=display_path(path),
-        overrides=tuple(args.overrides),
+        overrides=tuple(overrides),
         smoke=args.smoke,
     )
 

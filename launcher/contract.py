@@ -86,6 +86,29 @@ class RunLayout:
     def result_file(self) -> Path:
         return self.root / "result.json"
 
+    @property
+    def stopped_file(self) -> Path:
+        """Written by rank 0 once an attempt stopped on a signal with a complete checkpoint."""
+        return self.root / "stopped.json"
+
+    @property
+    def attempts_file(self) -> Path:
+        """One JSON line per attempt event: start, end, reason, resumed-from step."""
+        return self.root / "attempts.jsonl"
+
+    @property
+    def job_file(self) -> Path:
+        """The scheduler job this run was submitted as (cluster runs)."""
+        return self.root / "job.json"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """submitit's folder: pickled task, batch script, per-node stdout/stderr."""
+        return self.root / "slurm"
+
+    def failure_file(self, rank: int) -> Path:
+        return self.logs_dir / f"failure-rank-{rank}.json"
+
 
 @dataclass(frozen=True)
 class RunContract:

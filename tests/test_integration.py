@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -46,7 +47,7 @@ def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
 
     assert "world size     2 = 1 node(s) x 2 process(es)" in out.stdout
     for rank in (0, 1):  # each rank checked its own world against the plan before step 1
-        assert f"rank {rank}: world 2, global batch" in rank_lines(run_dir, rank)
+        assert re.search(rf"rank {rank} on \S+: world 2, global batch", rank_lines(run_dir, rank))
     result = json.loads((run_dir / "result.json").read_text())
     assert result["global_step"] == 6
     losses = [m["loss"] for m in metrics(run_dir) if "loss" in m]

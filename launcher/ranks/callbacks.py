@@ -1,24 +1,22 @@
 """Trainer callbacks: the plan check before step 1, metrics as JSON lines, checkpoint completion.
 
-A checkpoint folder counts as complete only once ``launcher-complete.json`` exists in it: every rank
-has returned from saving (a barrier), then global rank 0 writes the marker through a rename. A run
-killed while saving leaves a folder without it, which resume skips.
+A checkpoint is complete once ``launcher-complete.json`` is in it (see ``launcher.checkpoints``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
+from launcher.checkpoints import COMPLETE_MARKER
 from launcher.contract import RunContract
 from launcher.ranks.runtime import check_numbers, numbers_seen
-
-COMPLETE_MARKER = "launcher-complete.json"
 
 
 class PlanGuard(TrainerCallback):
@@ -34,8 +32,9 @@ class PlanGuard(TrainerCallback):
         if isinstance(ds_config, dict) and "train_batch_size" in ds_config:
             seen["global_batch_size"] = ds_config["train_batch_size"]
         check_numbers(self.contract, seen)
+        node = os.environ.get("SLURMD_NODENAME") or socket.gethostname()
         print(
-            f"[launcher] rank {self.state.process_index}: world {seen['world_size']}, "
+            f"[launcher] rank {self.state.process_index} on {node}: world {seen['world_size']}, "
             f"global batch {seen['global_batch_size']} as planned; "
             f"optimizer {describe_optimizer(kwargs.get('optimizer'))}",
             flush=True,
@@ -103,13 +102,3 @@ def write_marker(folder: Path, step: int) -> None:
         stream.flush()
         os.fsync(stream.fileno())
     partial.replace(folder / COMPLETE_MARKER)
-
-
-def latest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[Path]]:
-    """The newest complete checkpoint, and the incomplete ones that were skipped."""
-    folders = sorted(
-        (p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-        key=lambda p: int(p.name.split("-")[-1]),
-    )
-    complete = [p for p in folders if (p / COMPLETE_MARKER).exists()]
-    return (complete[-1] if complete else None), [p for p in folders if p not in complete]

@@ -55,15 +55,12 @@ def main(argv: list[str]) -> int:
 def train(layout: RunLayout) -> None:
     from transformers import set_seed
 
+    from launcher.checkpoints import latest_complete_checkpoint
     from launcher.ranks import runtime
-    from launcher.ranks.callbacks import (
-        CheckpointCompletion,
-        MetricsLog,
-        PlanGuard,
-        latest_complete_checkpoint,
-    )
+    from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
     from launcher.ranks.data import load_raw_splits, tokenize_splits
     from launcher.ranks.model import build_model
+    from launcher.ranks.preemption import StopOnSignal, write_stopped
     from launcher.ranks.trainers import build_trainer, training_arguments
 
     contract = RunContract.read(layout.contract_file)
@@ -71,6 +68,9 @@ def train(layout: RunLayout) -> None:
     trainer_args = json.loads(layout.trainer_args_file.read_text())
 
     state = runtime.init_distributed(contract)
+    stop = StopOnSignal(state)  # before the slow start-up, so an early signal is not lost
+    if state.is_main_process:
+        layout.stopped_file.unlink(missing_ok=True)
     use_cpu = not runtime.cuda_available()
     args = training_arguments(recipe, trainer_args, use_cpu=use_cpu)
     runtime.check_numbers(contract, runtime.numbers_seen(state, args))
@@ -90,6 +90,7 @@ def train(layout: RunLayout) -> None:
         PlanGuard(contract, state),
         MetricsLog(layout.metrics_file),
         CheckpointCompletion(state),
+        stop,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
     resume, skipped = latest_complete_checkpoint(layout.checkpoints_dir)
@@ -98,6 +99,11 @@ def train(layout: RunLayout) -> None:
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if stop.stopped_at is not None:
+        if state.is_main_process:
+            write_stopped(layout.stopped_file, stop.stopped_at, stop.signal_name)
+        say(state, f"stopped on {stop.signal_name} at step {stop.stopped_at}; checkpoint saved")
+        return
     final_metrics = trainer.evaluate() if "eval" in splits else {}
     trainer.save_model(str(layout.model_dir))
     if state.is_main_process:

@@ -222,13 +222,15 @@ def validate(layered: LayeredRecipe) -> tuple[Recipe | None, list[RecipeProblem]
     return recipe, problems
 
 
-def describe_validation_error(item: Any, layered: LayeredRecipe) -> RecipeProblem:
+def describe_validation_error(
+    item: Any, layered: LayeredRecipe, root: type[BaseModel] = Recipe
+) -> RecipeProblem:
     """Turn one pydantic error into a sentence with the key path, the value and what is allowed."""
     location = [str(part) for part in item["loc"]]
     key = ".".join(location)
     kind = item["type"]
     if kind == "extra_forbidden":
-        parent = schema_at(location[:-1])
+        parent = schema_at(location[:-1], root)
         allowed = sorted(parent.model_fields) if parent else []
         close = closest_key(location[-1], allowed)
         hint = f"did you mean `{close}`? " if close else ""
@@ -257,9 +259,9 @@ def is_required_section(key: str) -> bool:
     return is_model(annotation)
 
 
-def schema_at(location: list[str]) -> type[BaseModel] | None:
+def schema_at(location: list[str], root: type[BaseModel] = Recipe) -> type[BaseModel] | None:
     """The schema class of the section at ``location`` (for listing its allowed keys)."""
-    model: type[BaseModel] = Recipe
+    model: type[BaseModel] = root
     for part in location:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         nested = next(

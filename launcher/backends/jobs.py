@@ -1,0 +1,156 @@
+"""Watching and stopping cluster runs: ``launcher status``, ``logs`` and ``cancel``.
+
+Works with SLURM accounting off (no ``sacct``): the scheduler's view comes from ``squeue`` while a
+job is queued or running and ``scontrol show job`` shortly after; everything else comes from the
+run directory's own record (attempts, checkpoints, result, per-rank failure reports).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from launcher.checkpoints import latest_complete_checkpoint
+from launcher.contract import RunLayout
+from launcher.errors import LauncherError
+
+
+def locate(target: str) -> tuple[RunLayout, str | None]:
+    """A run directory, or a job id whose run directory the scheduler still knows."""
+    path = Path(target)
+    if (path / "plan").is_dir():
+        layout = RunLayout(path.absolute())
+        job = json.loads(layout.job_file.read_text()) if layout.job_file.exists() else {}
+        return layout, job.get("job_id")
+    if target.isdigit():
+        fields = scontrol_job(target)
+        stdout = fields.get("StdOut", "")
+        if "/slurm/" in stdout:
+            return RunLayout(Path(stdout.split("/slurm/")[0])), target
+        raise LauncherError(
+            f"job {target} is not known to the scheduler any more; pass its run directory instead"
+        )
+    raise LauncherError(f"{target}: neither a run directory (no plan/ in it) nor a job id")
+
+
+def scontrol_job(job_id: str) -> dict[str, str]:
+    result = run(["scontrol", "show", "job", "--oneliner", job_id])
+    if result is None or result.returncode != 0:
+        return {}
+    pairs = (item.partition("=") for item in result.stdout.split())
+    return {key: value for key, _, value in pairs}
+
+
+def scheduler_state(job_id: str) -> str:
+    """The scheduler's one-line view of a job, or why there is none."""
+    queued = run(["squeue", "-h", "-j", job_id, "-o", "%T (%r) on %N, running %M of %l"])
+    if queued is not None and queued.returncode == 0 and queued.stdout.strip():
+        return queued.stdout.strip()
+    fields = scontrol_job(job_id)
+    if fields:
+        return f"{fields.get('JobState', '?')} (restarts: {fields.get('Restarts', '0')})"
+    return "no longer known to the scheduler (accounting is off); see the run's record below"
+
+
+def run(command: list[str]) -> subprocess.CompletedProcess[str] | None:
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def attempts(layout: RunLayout) -> list[dict]:
+    if not layout.attempts_file.exists():
+        return []
+    return [json.loads(line) for line in layout.attempts_file.read_text().splitlines() if line]
+
+
+def status_report(layout: RunLayout, job_id: str | None) -> str:
+    lines = [f"run dir     {layout.root}"]
+    if job_id:
+        lines.append(f"job         {job_id}: {scheduler_state(job_id)}")
+    for event in attempts(layout):
+        when = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+        if event["event"] == "start":
+            origin = event.get("resumed_from_step")
+            resumed = f"resumed from step {origin}" if origin is not None else "from step 0"
+            lines.append(
+                f"attempt {event['attempt']}   {when} start, job {event['job_id']}, {resumed}"
+            )
+        else:
+            lines.append(
+                f"attempt {event['attempt']}   {when} end: {event['reason']} at step {event.get('step')}"
+            )
+    newest, incomplete = latest_complete_checkpoint(layout.checkpoints_dir)
+    lines.append(f"checkpoint  {newest or 'none complete yet'}")
+    if incomplete:
+        lines.append(f"incomplete  {', '.join(p.name for p in incomplete)} (skipped on resume)")
+    if layout.result_file.exists():
+        result = json.loads(layout.result_file.read_text())
+        lines.append(f"finished    step {result['global_step']}; model in {result['model_dir']}")
+    lines += failure_lines(layout)
+    return "\n".join(lines)
+
+
+def failure_lines(layout: RunLayout) -> list[str]:
+    """The failing rank(s): node, error and traceback tail, and where the full logs are."""
+    lines = []
+    for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
+        failure = json.loads(path.read_text())
+        where = failure.get("node") or failure.get("host")
+        lines.append(f"FAILED      rank {failure['rank']} on {where}: {failure['error']}")
+        lines += [f"            {line}" for line in failure["traceback_tail"].splitlines()[-8:]]
+        lines.append(f"            log: {failure['log']}")
+    if lines:
+        lines.append(f"            all logs: {layout.logs_dir} and {layout.slurm_dir}")
+    return lines
+
+
+def cancel(layout: RunLayout, job_id: str | None) -> str:
+    if not job_id:
+        raise LauncherError(f"{layout.root} has no job to cancel (it was not submitted)")
+    result = run(["scancel", job_id])
+    if result is None or result.returncode != 0:
+        raise LauncherError(
+            f"scancel {job_id} failed: {result.stderr.strip() if result else 'not found'}"
+        )
+    with open(layout.attempts_file, "a", encoding="utf-8") as stream:
+        stream.write(
+            json.dumps(
+                {
+                    "time": time.time(),
+                    "event": "end",
+                    "job_id": job_id,
+                    "attempt": "-",
+                    "reason": "cancelled",
+                    "step": None,
+                }
+            )
+            + "\n"
+        )
+    return f"cancelled job {job_id} ({layout.root})"
+
+
+def show_log(layout: RunLayout, rank: int, follow: bool, job_id: str | None) -> None:
+    """Print a rank's log; with ``follow``, keep printing until the job leaves the queue."""
+    path = layout.rank_log(rank)
+    position = 0
+    while True:
+        if path.exists():
+            with open(path, encoding="utf-8", errors="replace") as stream:
+                stream.seek(position)
+                chunk = stream.read()
+                position = stream.tell()
+            print(chunk, end="", flush=True)
+        if not follow or (job_id and not still_queued(job_id)) or layout.result_file.exists():
+            if not path.exists() and not follow:
+                raise LauncherError(f"no log for rank {rank} yet: {path}")
+            return
+        time.sleep(1.0)
+
+
+def still_queued(job_id: str) -> bool:
+    queued = run(["squeue", "-h", "-j", job_id, "-o", "%T"])
+    return bool(queued and queued.returncode == 0 and queued.stdout.strip())

@@ -1,0 +1,227 @@
+"""One task per node of a SLURM job: start this node's ranks, and requeue on the time-limit signal.
+
+Each node runs ``accelerate launch`` with its node rank from SLURM, the first host of the allocation
+as the rendezvous address and a port derived from the job id, so multi-node rendezvous needs no hand
+work. The time-limit protocol (PLATFORM.md, checked on the dev cluster):
+
+1. SLURM sends USR2 (``--signal=USR2@lead``) to every process of the step, ranks included.
+2. The ``accelerate launch`` agent would die of USR2 while its ranks save, so it starts with USR2
+   ignored. The ranks agree on the stop, save a complete checkpoint and exit; rank 0 writes
+   ``stopped.json``.
+3. On the first node, the task waits for ``stopped.json`` (not for its child: ``Popen.wait`` inside
+   a signal handler deadlocks) and requeues the job; the next attempt resumes from that checkpoint.
+
+Preemption (``scontrol requeue`` from outside) sends SIGTERM to everything instead; SLURM requeues
+by itself, the ranks save on SIGTERM, and the attempt is recorded as preempted, not failed.
+
+Through submitit, :class:`NodeTask` is the submitted callable (its ``checkpoint`` is step 3). The
+standalone script of ``launcher sbatch`` runs ``python -m launcher.backends.slurm_node RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.checkpoints import checkpoint_step, latest_complete_checkpoint
+from launcher.contract import RunLayout
+from launcher.plan.build import RANK_ENTRY_MODULE
+
+SAVE_TIMEOUT_S = 600  # how long the first node waits for the ranks' save after the signal
+PORT_BASE, PORT_SPAN = 20000, 20000
+
+
+@dataclass(frozen=True)
+class NodePlace:
+    """Where this task sits in the job: what every node needs to find the others."""
+
+    job_id: str
+    node_rank: int
+    num_nodes: int
+    main_host: str
+    attempt: int
+
+    @property
+    def port(self) -> int:
+        """A rendezvous port from the job id: the same on every node, different across jobs."""
+        digits = "".join(ch for ch in self.job_id if ch.isdigit()) or "0"
+        return PORT_BASE + int(digits) % PORT_SPAN
+
+
+def place_from_slurm() -> NodePlace:
+    """This node's place, read from SLURM's environment (``srun`` sets it for every task)."""
+    hosts = subprocess.run(
+        ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    return NodePlace(
+        job_id=os.environ["SLURM_JOB_ID"],
+        node_rank=int(os.environ["SLURM_NODEID"]),
+        num_nodes=int(os.environ["SLURM_JOB_NUM_NODES"]),
+        main_host=hosts[0],
+        attempt=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+    )
+
+
+def node_command(python: str, layout: RunLayout, place: NodePlace) -> list[str]:
+    """The ``accelerate launch`` of one node: the plan's config plus this node's rendezvous."""
+    return [
+        python, "-m", "accelerate.commands.launch",
+        "--config_file", str(layout.accelerate_file),
+        "--num_machines", str(place.num_nodes),
+        "--machine_rank", str(place.node_rank),
+        "--main_process_ip", place.main_host,
+        "--main_process_port", str(place.port),
+        "-m", RANK_ENTRY_MODULE, str(layout.root),
+    ]  # fmt: skip
+
+
+def ignore_usr2() -> None:
+    """Run in the child before exec: the agent must outlive the signal while its ranks save."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+
+
+def start_ranks(python: str, layout: RunLayout, place: NodePlace) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(node_command(python, layout, place), env=env, preexec_fn=ignore_usr2)
+
+
+def record(layout: RunLayout, event: dict) -> None:
+    """Append one attempt event to ``attempts.jsonl`` (first node only)."""
+    with open(layout.attempts_file, "a", encoding="utf-8") as stream:
+        stream.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+
+def record_start(layout: RunLayout, place: NodePlace) -> None:
+    newest, _ = latest_complete_checkpoint(layout.checkpoints_dir)
+    record(layout, {
+        "event": "start", "job_id": place.job_id, "attempt": place.attempt,
+        "nodes": place.num_nodes, "main_host": place.main_host,
+        "resumed_from_step": checkpoint_step(newest) if newest else None,
+    })  # fmt: skip
+
+
+def outcome(layout: RunLayout, returncode: int) -> tuple[str, int | None]:
+    """How an attempt ended: completed, time-limit, preempted or failed; and at which step."""
+    if layout.result_file.exists():
+        return "completed", json.loads(layout.result_file.read_text()).get("global_step")
+    if layout.stopped_file.exists():
+        stopped = json.loads(layout.stopped_file.read_text())
+        reason = "time-limit" if stopped.get("signal") == "SIGUSR2" else "preempted"
+        return reason, stopped.get("step")
+    return ("failed" if returncode else "completed"), None
+
+
+def wait_for_save(layout: RunLayout, timeout_s: float = SAVE_TIMEOUT_S) -> bool:
+    """Wait until rank 0 reports the signal's checkpoint complete (``stopped.json``; rank 0
+    removes it when an attempt starts, so one that exists belongs to this attempt)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if layout.stopped_file.exists():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
+    """Train on this node until the ranks exit; return the attempt's outcome."""
+    if place.node_rank == 0:
+        record_start(layout, place)
+    returncode = start_ranks(python, layout, place).wait()
+    reason, step = outcome(layout, returncode)
+    if place.node_rank == 0 and reason != "time-limit":  # time-limit is recorded by the requeue
+        record(
+            layout,
+            {
+                "event": "end",
+                "job_id": place.job_id,
+                "attempt": place.attempt,
+                "reason": reason,
+                "step": step,
+                "returncode": returncode,
+            },
+        )
+    if reason == "failed":
+        failures = sorted(layout.logs_dir.glob("failure-rank-*.json"))
+        shown = "; ".join(json.loads(f.read_text()).get("error", "") for f in failures[:2])
+        raise RuntimeError(
+            f"ranks on node {place.node_rank} exited with {returncode}: {shown or 'see the logs'} "
+            f"(rank logs: {layout.logs_dir})"
+        )
+    return reason
+
+
+try:  # submitit is needed on the nodes of a submitit job, not by the standalone script
+    from submitit.helpers import Checkpointable, DelayedSubmission
+except ImportError:  # pragma: no cover - the launcher depends on submitit
+    Checkpointable = object  # type: ignore[assignment,misc]
+
+
+class NodeTask(Checkpointable):  # type: ignore[misc,valid-type]
+    """What submitit runs on each node; ``checkpoint`` is its time-limit hook (first node only)."""
+
+    def __init__(self, run_dir: str, python: str):
+        self.run_dir, self.python = run_dir, python
+
+    def __call__(self) -> str:
+        return run_node(RunLayout(Path(self.run_dir)), place_from_slurm(), self.python)
+
+    def checkpoint(self, *args: object, **kwargs: object) -> DelayedSubmission:
+        layout = RunLayout(Path(self.run_dir))
+        place = place_from_slurm()
+        saved = wait_for_save(layout)
+        stopped = json.loads(layout.stopped_file.read_text()) if saved else {}
+        record(
+            layout,
+            {
+                "event": "end",
+                "job_id": place.job_id,
+                "attempt": place.attempt,
+                "reason": "time-limit",
+                "step": stopped.get("step"),
+                "saved": saved,
+            },
+        )
+        return DelayedSubmission(NodeTask(self.run_dir, self.python))
+
+
+def standalone_main(run_dir: str) -> int:
+    """``srun python -m launcher.backends.slurm_node RUN_DIR``: the same without submitit."""
+    layout = RunLayout(Path(run_dir).absolute())
+    place = place_from_slurm()
+    # The ranks save on either signal; this task only waits for them to exit.
+    signal.signal(signal.SIGUSR2, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    if place.node_rank == 0:
+        record_start(layout, place)
+    process = start_ranks(sys.executable, layout, place)
+    while process.poll() is None:
+        time.sleep(0.5)
+    reason, step = outcome(layout, process.returncode)
+    if place.node_rank == 0:
+        record(
+            layout,
+            {
+                "event": "end",
+                "job_id": place.job_id,
+                "attempt": place.attempt,
+                "reason": reason,
+                "step": step,
+                "returncode": process.returncode,
+            },
+        )
+        if reason == "time-limit":
+            subprocess.run(["scontrol", "requeue", place.job_id], check=False)
+    return 1 if reason == "failed" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(standalone_main(sys.argv[1]))
