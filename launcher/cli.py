@@ -42,16 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="resolve, then train on this machine")
     add_recipe_arguments(run)
+    add_from_scratch(run)
     run.set_defaults(handler=cmd_run)
 
     submit = commands.add_parser("submit", help="resolve, then submit to SLURM and return")
     add_recipe_arguments(submit)
+    add_from_scratch(submit)
     add_cluster_arguments(submit, required=True)
     submit.add_argument("--dry-run", action="store_true", help="print the batch script only")
     submit.set_defaults(handler=cmd_submit)
 
     sbatch = commands.add_parser("sbatch", help="write a batch script to submit with sbatch")
     add_recipe_arguments(sbatch)
+    add_from_scratch(sbatch)
     add_cluster_arguments(sbatch, required=True)
     sbatch.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
     sbatch.set_defaults(handler=cmd_sbatch)
@@ -85,6 +88,14 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, run_dir: bool = True) 
     parser.add_argument("--smoke", action="store_true", help="tiny, offline, CPU-sized version")
     if run_dir:
         parser.add_argument("--run-dir", type=Path, help="run directory (default: runs/NAME)")
+
+
+def add_from_scratch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="start over: an existing run directory is renamed aside, not resumed",
+    )
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser, required: bool) -> None:
@@ -147,7 +158,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from launcher.backends.local import run_locally
 
-    return run_locally(resolve(args))
+    return run_locally(resolve(args), from_scratch=args.from_scratch)
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -158,7 +169,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(plan.summary())
         print(f"\nbatch script:\n{slurm.batch_script(plan, args.profile)}")
         return 0
-    job_id = slurm.submit(plan, args.profile)
+    job_id = slurm.submit(plan, args.profile, from_scratch=args.from_scratch)
     print(
         f"submitted job {job_id} to {args.profile.name}: {plan.batch.nodes} node(s) x "
         f"{plan.batch.processes_per_node} rank(s)"
@@ -173,7 +184,7 @@ def cmd_sbatch(args: argparse.Namespace) -> int:
     from launcher.backends.slurm import standalone_script
 
     plan = resolve(args)
-    prepare_run_dir(plan)
+    prepare_run_dir(plan, from_scratch=args.from_scratch)
     plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     write_files({args.output: standalone_script(plan, args.profile)})
     args.output.chmod(0o755)
@@ -220,9 +231,9 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
 
 def resolve(args: argparse.Namespace):  # -> Plan (its import is deferred with the command)
     from launcher.plan.build import build_plan
-    from launcher.recipe.loader import display_path, load_recipe
+    from launcher.recipe.loader import display_path, find_yaml, load_recipe
 
-    path = find_recipe(args.recipe)
+    path = find_yaml(args.recipe, SHIPPED_RECIPES)
     overrides = list(args.overrides)
     recipe = load_recipe(path, overrides)
     if getattr(args, "cluster", None):
@@ -241,12 +252,3 @@ def resolve(args: argparse.Namespace):  # -> Plan (its import is deferred with t
         overrides=tuple(overrides),
         smoke=args.smoke,
     )
-
-
-def find_recipe(name: str) -> Path:
-    """A recipe path as given, or the shipped recipe of that name."""
-    path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return path
-    shipped = SHIPPED_RECIPES / f"{name}.yaml"
-    return shipped if shipped.exists() else path

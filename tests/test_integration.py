@@ -128,7 +128,35 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
     assert "resuming from" in rank_lines(broken, 0)
     resumed = json.loads((broken / "result.json").read_text())
     assert resumed["global_step"] == 30 and resumed["resumed_from"].endswith("checkpoint-5")
-    expected, got = load_weights(whole / "model"), load_weights(broken / "model")
+    assert_same_weights(whole / "model", broken / "model")
+
+    # A graceful stop (SIGTERM to the launcher, like Ctrl-C) saves at the step it was at.
+    stopped = workdir / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "launcher", "run", *args, "--run-dir", str(stopped)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    while not (stopped / "metrics.jsonl").exists() or len(metrics(stopped)) < 3:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 130, output[-3000:]
+    match = re.search(r"stopped on SIGTERM with a complete checkpoint at step (\d+)", output)
+    assert match, output[-3000:]
+    step = int(match.group(1))
+    assert (stopped / "checkpoints" / f"checkpoint-{step}" / "launcher-complete.json").exists()
+    launcher("run", *args, "--run-dir", str(stopped), cwd=workdir)
+    assert f"checkpoint-{step}" in rank_lines(stopped, 0)
+    assert_same_weights(whole / "model", stopped / "model")
+
+
+def assert_same_weights(expected_dir: Path, got_dir: Path) -> None:
+    expected, got = load_weights(expected_dir), load_weights(got_dir)
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.equal(expected[name], got[name]), f"{name} differs after resume"
@@ -240,3 +268,26 @@ def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
     assert len(tokenizer) <= 512
     assert not any(workdir.glob("runs")), "the tokenizer command left a run directory behind"
+
+
+def test_a_checkpoint_cut_short_is_skipped_and_kept(workdir: Path) -> None:
+    """As if killed while writing checkpoint-6: its optimizer file is short of the manifest."""
+    whole, cut = workdir / "whole", workdir / "cut"
+    for run_dir in (whole, cut):
+        launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), cwd=workdir)
+    last = cut / "checkpoints" / "checkpoint-6"
+    optimizer = last / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    (cut / "result.json").unlink()
+
+    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(cut), cwd=workdir)
+    log = rank_lines(cut, 0)
+    assert re.search(
+        r"skipping incomplete checkpoint-6 \(optimizer\.pt has \d+ bytes, the "
+        r"manifest says \d+\); kept as .*incomplete-checkpoint-6-",
+        log,
+    ), log[-3000:]
+    assert "resuming from" in log and log.count("checkpoint-3") >= 1
+    (kept,) = (cut / "checkpoints").glob("incomplete-checkpoint-6-*")
+    assert (kept / "optimizer.pt").exists()  # the cut file is kept, not deleted
+    assert_same_weights(whole / "model", cut / "model")

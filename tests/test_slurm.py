@@ -100,6 +100,8 @@ def test_smoke_recipe_on_two_nodes(recipe: str, cluster: None, workdir: Path) ->
         assert found, log[-2000:]
         nodes.add(found.group(1))
     assert nodes == {"n1", "n2"}, "both nodes must have run a rank"
+    shown = launcher("logs", str(run_dir), "--rank", "1", cwd=workdir).stdout
+    assert shown == (run_dir / "logs" / "rank-1.log").read_text()
 
     import transformers
 
@@ -136,7 +138,7 @@ def test_time_limit_saves_on_the_signal_and_resumes(cluster: None, workdir: Path
         assert later and later[0]["resumed_from_step"] == stop["step"], events
         assert f"resumed from step {stop['step']}" in report
     steps = logged_steps(run_dir)
-    assert sorted(steps) == list(range(1, 1501)), "a step was lost or repeated across attempts"
+    assert sorted(steps) == list(range(1, 3001)), "a step was lost or repeated across attempts"
 
 
 def test_requeue_from_outside_completes(cluster: None, workdir: Path) -> None:
@@ -256,3 +258,59 @@ def test_hostile_values_stay_literal_in_a_real_job(cluster: None, workdir: Path)
     assert "finished    step 2" in report, report
     assert seen.read_text() == value + "\n"
     assert not marker.exists() and not (odd / "PWNED").exists()
+
+
+def test_standalone_script_runs_with_plain_sbatch(cluster: None, workdir: Path) -> None:
+    """`launcher sbatch -o job.sh` prepares the run; `sbatch job.sh` needs nothing else."""
+    run_dir, script = workdir / "run", workdir / "job.sh"
+    out = launcher(
+        "sbatch",
+        "mlm-scratch",
+        "--cluster",
+        "dev",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "-o",
+        str(script),
+        cwd=workdir,
+    )
+    assert "sbatch" in out.stdout and script.read_text().startswith("#!/bin/bash")
+    submitted = subprocess.run(["sbatch", str(script)], capture_output=True, text=True, check=True)
+    job = submitted.stdout.split()[-1]
+    deadline = time.monotonic() + 300
+    while subprocess.run(
+        ["squeue", "-h", "-j", job], capture_output=True, text=True
+    ).stdout.strip():
+        assert time.monotonic() < deadline, "the standalone job did not finish"
+        time.sleep(2)
+    report = launcher("status", str(run_dir), cwd=workdir).stdout
+    assert "finished    step 6" in report, report
+    assert f"start, job {job}, from step 0" in report
+    for rank in (0, 1):
+        assert "world 2" in (run_dir / "logs" / f"rank-{rank}.log").read_text()
+
+
+def test_cancel_stops_the_job_and_records_it(cluster: None, workdir: Path) -> None:
+    run_dir = workdir / "run"
+    launcher(
+        "submit",
+        "sft-mistral",
+        "--cluster",
+        "dev",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "smoke.max_steps=100000",
+        cwd=workdir,
+    )
+    job = json.loads((run_dir / "job.json").read_text())["job_id"]
+    deadline = time.monotonic() + 120
+    while not (run_dir / "attempts.jsonl").exists():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.5)
+    out = launcher("cancel", job, cwd=workdir)  # by job id: found through the scheduler
+    assert f"cancelled job {job}" in out.stdout
+    report = wait_until_done(run_dir, timeout=120)
+    assert "end: cancelled" in report
+    assert not (run_dir / "result.json").exists()

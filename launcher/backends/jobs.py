@@ -8,11 +8,12 @@ run directory's own record (attempts, checkpoints, result, per-rank failure repo
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
 
-from launcher.checkpoints import latest_complete_checkpoint
+from launcher.checkpoints import SET_ASIDE_PREFIX, latest_complete_checkpoint
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
 
@@ -39,7 +40,9 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     result = run(["scontrol", "show", "job", "--oneliner", job_id])
     if result is None or result.returncode != 0:
         return {}
-    pairs = (item.partition("=") for item in result.stdout.split())
+    # `Key=Value` pairs separated by spaces; values (paths) may hold spaces themselves.
+    items = re.split(r"\s+(?=[A-Za-z][A-Za-z0-9_:/]*=)", result.stdout.strip())
+    pairs = (item.partition("=") for item in items)
     return {key: value for key, _, value in pairs}
 
 
@@ -85,8 +88,10 @@ def status_report(layout: RunLayout, job_id: str | None) -> str:
             )
     newest, incomplete = latest_complete_checkpoint(layout.checkpoints_dir)
     lines.append(f"checkpoint  {newest or 'none complete yet'}")
-    if incomplete:
-        lines.append(f"incomplete  {', '.join(p.name for p in incomplete)} (skipped on resume)")
+    set_aside = sorted(p.name for p in layout.checkpoints_dir.glob(f"{SET_ASIDE_PREFIX}*"))
+    if incomplete or set_aside:
+        names = ", ".join([p.name for p in incomplete] + set_aside)
+        lines.append(f"incomplete  {names} (never resumed from; kept)")
     if layout.result_file.exists():
         result = json.loads(layout.result_file.read_text())
         lines.append(f"finished    step {result['global_step']}; model in {result['model_dir']}")

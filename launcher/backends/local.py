@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import TextIO
 
 from launcher.backends.prepare import prepare_run_dir
@@ -22,14 +23,14 @@ class RunFailed(LauncherError):
     exit_code = 1
 
 
-def run_locally(plan: Plan, out: TextIO = sys.stdout) -> int:
+def run_locally(plan: Plan, out: TextIO = sys.stdout, from_scratch: bool = False) -> int:
     """Prepare the run directory, launch the ranks, stream their output, report the result."""
     if plan.batch.nodes != 1:
         raise LauncherError(
             f"distributed.nodes is {plan.batch.nodes}: a local run uses this machine only. "
             "Set distributed.nodes=1 or submit to a cluster."
         )
-    continuing = prepare_run_dir(plan)
+    continuing = prepare_run_dir(plan, from_scratch=from_scratch)
     layout = plan.layout
     if layout.result_file.exists():
         print(f"{layout.root} has already finished; nothing to run.", file=out)
@@ -38,10 +39,21 @@ def run_locally(plan: Plan, out: TextIO = sys.stdout) -> int:
         print(f"{verb} run in {layout.root}", file=out)
         print(plan.summary(), file=out, flush=True)
         returncode = launch(plan, out)
+        if layout.stopped_file.exists():
+            stopped = json.loads(layout.stopped_file.read_text())
+            print(
+                f"\nstopped on {stopped['signal']} with a complete checkpoint at step "
+                f"{stopped['step']}; run the same command again to continue.",
+                file=out,
+            )
+            return 130
         if returncode != 0:
+            from launcher.backends.jobs import failure_lines
+
+            details = "\n".join(failure_lines(layout))
             raise RunFailed(
-                f"training failed (exit code {returncode}). Rank logs: "
-                f"{layout.logs_dir}/rank-*.log; launcher log: {layout.launcher_log}"
+                f"training failed (exit code {returncode}).\n{details}\n"
+                f"Rank logs: {layout.logs_dir}/rank-*.log; launcher log: {layout.launcher_log}"
             )
     result = json.loads(layout.result_file.read_text())
     print(f"\nmodel:   {layout.model_dir} (step {result['global_step']})", file=out)
@@ -51,8 +63,13 @@ def run_locally(plan: Plan, out: TextIO = sys.stdout) -> int:
     return 0
 
 
+def interrupt(number: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def launch(plan: Plan, out: TextIO) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    signal.signal(signal.SIGTERM, interrupt)  # `kill` of the launcher stops the ranks cleanly too
     with open(plan.layout.launcher_log, "a", encoding="utf-8") as log:
         process = subprocess.Popen(
             plan.command,
@@ -71,20 +88,38 @@ def launch(plan: Plan, out: TextIO) -> int:
                 log.write(line)
             return process.wait()
         except KeyboardInterrupt:
+            # The ranks save a checkpoint at the end of their current step, then exit.
+            print("\ninterrupted: asking the ranks to save and stop", file=out, flush=True)
             stop_group(process)
-            raise
+            return process.returncode if process.returncode is not None else 130
         finally:
             if process.poll() is None:
                 stop_group(process)
 
 
-def stop_group(process: subprocess.Popen[str], grace_s: float = 30.0) -> None:
-    """SIGTERM the whole launch (agent and ranks), then SIGKILL what is left after ``grace_s``."""
+def stop_group(process: subprocess.Popen[str], grace_s: float = 60.0) -> None:
+    """SIGTERM the whole launch (agent and ranks), wait for every process of the group (the
+    ranks save a checkpoint first), and SIGKILL what is left after ``grace_s``.
+
+    Waiting for the leader alone is not enough: a one-process ``accelerate launch`` dies of the
+    signal at once while its rank is still writing the checkpoint.
+    """
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + grace_s
+    while group_alive(process) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if group_alive(process):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def group_alive(process: subprocess.Popen[str]) -> bool:
+    process.poll()  # reap the leader, so that only live members answer
+    try:
+        os.killpg(process.pid, 0)
+        return True
+    except ProcessLookupError:
+        return False

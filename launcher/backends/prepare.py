@@ -8,12 +8,17 @@ newest complete checkpoint. Run directories are private to their owner (mode 070
 from __future__ import annotations
 
 import os
+import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from launcher.errors import LauncherError
 from launcher.plan.build import Plan
+from launcher.plan.memory import OPTIMIZER_STATE_BYTES, format_bytes
 from launcher.recipe.loader import differences
 from launcher.smoke_data import write_smoke_data
 
@@ -24,14 +29,23 @@ class RunDirError(LauncherError):
     exit_code = 2
 
 
-def prepare_run_dir(plan: Plan) -> bool:
-    """Write the plan (and smoke data) into the run directory; True when continuing a run."""
+def prepare_run_dir(plan: Plan, from_scratch: bool = False) -> bool:
+    """Write the plan (and smoke data) into the run directory; True when continuing a run.
+
+    ``from_scratch`` starts over: an existing run directory is renamed aside (never deleted).
+    """
     layout = plan.layout
+    if from_scratch and layout.root.exists() and any(layout.root.iterdir()):
+        kept = layout.root.with_name(f"{layout.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        layout.root.rename(kept)
+        print(f"--from-scratch: the previous run is kept in {kept}")
     continuing = layout.recipe_file.exists()
     if continuing:
         check_same_recipe(plan)
     for folder in (layout.root, layout.plan_dir, layout.logs_dir):
         make_private_dir(folder)
+    check_writable(layout.root)
+    check_free_disk(layout.root, checkpoint_bytes(plan))
     write_files(plan.files())
     if plan.smoke and plan.recipe.data.files:
         write_smoke_data(plan.recipe, layout.smoke_data_dir)
@@ -46,7 +60,40 @@ def check_same_recipe(plan: Plan) -> None:
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes[:8])
         raise RunDirError(
             f"{plan.layout.root} holds a run of a different recipe ({shown}). "
-            "Continue it with the same recipe and overrides, or choose another --run-dir."
+            "Continue it with the same recipe and overrides, start over with --from-scratch "
+            "(the old run is kept aside), or choose another --run-dir."
+        )
+
+
+def checkpoint_bytes(plan: Plan) -> int | None:
+    """About what one checkpoint takes on disk: fp32 weights plus the optimizer's states."""
+    if plan.parameters is None:
+        return None
+    per_parameter = 4 + OPTIMIZER_STATE_BYTES[plan.recipe.training.optimizer]
+    return plan.parameters.total * per_parameter
+
+
+def check_writable(folder: Path) -> None:
+    probe = folder / ".launcher-write-test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as error:
+        raise RunDirError(f"the run directory {folder} is not writable: {error.strerror}") from None
+
+
+def check_free_disk(
+    folder: Path, needed: int | None, disk_usage: Callable[[Path], Any] = shutil.disk_usage
+) -> None:
+    """Refuse before training when one more checkpoint would not fit, not at the first save."""
+    if needed is None:
+        return
+    free = disk_usage(folder).free
+    if free < needed:
+        raise RunDirError(
+            f"not enough free disk for checkpoints in {folder}: {format_bytes(free)} free, one "
+            f"checkpoint needs about {format_bytes(needed)} (fp32 weights and optimizer states). "
+            "Free space, or choose a --run-dir on a larger filesystem."
         )
 
 

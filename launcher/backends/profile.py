@@ -17,6 +17,7 @@ from launcher.recipe.loader import (
     LayeredRecipe,
     describe_validation_error,
     display_path,
+    find_yaml,
     read_yaml_mapping,
 )
 from launcher.recipe.schema import Section
@@ -123,17 +124,8 @@ class ClusterProfile(Section):
     )
 
 
-def find_profile(name: str) -> Path:
-    """A profile path as given, or the shipped profile of that name (``dev``)."""
-    path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return path
-    shipped = SHIPPED_PROFILES / f"{name}.yaml"
-    return shipped if shipped.exists() else path
-
-
 def load_profile(name: str) -> ClusterProfile:
-    path = find_profile(name)
+    path = find_yaml(name, SHIPPED_PROFILES)
     source = display_path(path)
     data, problem = read_yaml_mapping(path)
     if problem:

@@ -70,7 +70,8 @@ def executor_parameters(plan: Plan, profile: ClusterProfile) -> dict[str, Any]:
         "constraint": profile.constraint,
         "exclusive": True if profile.exclusive else None,
         "signal_delay_s": profile.signal_lead_s,
-        "setup": [*profile.setup, *exports, "export PYTHONUNBUFFERED=1"],
+        # Exports first, so that the setup lines (module loads, activation) can use them.
+        "setup": [*exports, "export PYTHONUNBUFFERED=1", *profile.setup],
         "stderr_to_stdout": True,
         # Requeue-able, so that preemption (`scontrol requeue`) brings the job back.
         "additional_parameters": {"requeue": True, **profile.slurm},
@@ -110,11 +111,11 @@ def standalone_script(plan: Plan, profile: ClusterProfile) -> str:
     return _make_sbatch_string(command=command, folder=plan.layout.slurm_dir, **parameters)
 
 
-def submit(plan: Plan, profile: ClusterProfile) -> str:
+def submit(plan: Plan, profile: ClusterProfile, from_scratch: bool = False) -> str:
     """Prepare the run directory, submit, record the job; return its id at once."""
     from launcher.backends.slurm_node import NodeTask
 
-    prepare_run_dir(plan)
+    prepare_run_dir(plan, from_scratch=from_scratch)
     plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
     executor = make_executor(plan, profile)
     try:

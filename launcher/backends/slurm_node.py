@@ -109,6 +109,13 @@ def record_start(layout: RunLayout, place: NodePlace) -> None:
     })  # fmt: skip
 
 
+def record_end(
+    layout: RunLayout, place: NodePlace, reason: str, step: int | None, **extra: object
+) -> None:
+    record(layout, {"event": "end", "job_id": place.job_id, "attempt": place.attempt,
+                    "reason": reason, "step": step, **extra})  # fmt: skip
+
+
 def outcome(layout: RunLayout, returncode: int) -> tuple[str, int | None]:
     """How an attempt ended: completed, time-limit, preempted or failed; and at which step."""
     if layout.result_file.exists():
@@ -138,17 +145,7 @@ def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
     returncode = start_ranks(python, layout, place).wait()
     reason, step = outcome(layout, returncode)
     if place.node_rank == 0 and reason != "time-limit":  # time-limit is recorded by the requeue
-        record(
-            layout,
-            {
-                "event": "end",
-                "job_id": place.job_id,
-                "attempt": place.attempt,
-                "reason": reason,
-                "step": step,
-                "returncode": returncode,
-            },
-        )
+        record_end(layout, place, reason, step, returncode=returncode)
     if reason == "failed":
         failures = sorted(layout.logs_dir.glob("failure-rank-*.json"))
         shown = "; ".join(json.loads(f.read_text()).get("error", "") for f in failures[:2])
@@ -179,17 +176,7 @@ class NodeTask(Checkpointable):  # type: ignore[misc,valid-type]
         place = place_from_slurm()
         saved = wait_for_save(layout)
         stopped = json.loads(layout.stopped_file.read_text()) if saved else {}
-        record(
-            layout,
-            {
-                "event": "end",
-                "job_id": place.job_id,
-                "attempt": place.attempt,
-                "reason": "time-limit",
-                "step": stopped.get("step"),
-                "saved": saved,
-            },
-        )
+        record_end(layout, place, "time-limit", stopped.get("step"), saved=saved)
         return DelayedSubmission(NodeTask(self.run_dir, self.python))
 
 
@@ -207,17 +194,7 @@ def standalone_main(run_dir: str) -> int:
         time.sleep(0.5)
     reason, step = outcome(layout, process.returncode)
     if place.node_rank == 0:
-        record(
-            layout,
-            {
-                "event": "end",
-                "job_id": place.job_id,
-                "attempt": place.attempt,
-                "reason": reason,
-                "step": step,
-                "returncode": process.returncode,
-            },
-        )
+        record_end(layout, place, reason, step, returncode=process.returncode)
         if reason == "time-limit":
             subprocess.run(["scontrol", "requeue", place.job_id], check=False)
     return 1 if reason == "failed" else 0

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from launcher.checkpoints import COMPLETE_MARKER
+from launcher.checkpoints import write_manifest
 from launcher.contract import RunContract
 from launcher.ranks.runtime import check_numbers, numbers_seen
 
@@ -90,15 +90,5 @@ class CheckpointCompletion(TrainerCallback):
         self.state.wait_for_everyone()
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            write_marker(folder, state.global_step)
+            write_manifest(folder, state.global_step, self.state.num_processes)
         self.state.wait_for_everyone()
-
-
-def write_marker(folder: Path, step: int) -> None:
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    partial = folder / f".{COMPLETE_MARKER}.partial"
-    with open(partial, "w", encoding="utf-8") as stream:
-        json.dump({"step": step, "files": files}, stream)
-        stream.flush()
-        os.fsync(stream.fileno())
-    partial.replace(folder / COMPLETE_MARKER)

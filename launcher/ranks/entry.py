@@ -41,21 +41,40 @@ def main(argv: list[str]) -> int:
             train(layout)
         except LauncherError as error:
             print(f"[launcher] rank {rank}: error: {error}", file=sys.stderr, flush=True)
+            record_failure(layout, rank, str(error))
             return 1
         except BaseException:
-            print(
-                f"[launcher] rank {rank} failed:\n{traceback.format_exc()}",
-                file=sys.stderr,
-                flush=True,
-            )
+            details = traceback.format_exc()
+            print(f"[launcher] rank {rank} failed:\n{details}", file=sys.stderr, flush=True)
+            record_failure(layout, rank, details)
             return 1
     return 0
+
+
+def record_failure(layout: RunLayout, rank: int, details: str) -> None:
+    """What ``launcher status`` shows of a failed rank: where it ran and how it ended."""
+    import socket
+
+    lines = details.strip().splitlines()
+    record = {
+        "rank": rank,
+        "host": socket.gethostname(),
+        "node": os.environ.get("SLURMD_NODENAME"),
+        "job_id": os.environ.get("SLURM_JOB_ID"),
+        "error": lines[-1] if lines else "",
+        "traceback_tail": "\n".join(lines[-15:]),
+        "log": str(layout.rank_log(rank)),
+    }
+    try:
+        layout.failure_file(rank).write_text(json.dumps(record, indent=2) + "\n")
+    except OSError as error:
+        print(f"[launcher] could not record the failure: {error}", file=sys.stderr)
 
 
 def train(layout: RunLayout) -> None:
     from transformers import set_seed
 
-    from launcher.checkpoints import latest_complete_checkpoint
+    from launcher.checkpoints import latest_complete_checkpoint, problem_with, set_aside
     from launcher.ranks import runtime
     from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
     from launcher.ranks.data import load_raw_splits, tokenize_splits
@@ -94,8 +113,13 @@ def train(layout: RunLayout) -> None:
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
     resume, skipped = latest_complete_checkpoint(layout.checkpoints_dir)
+    state.wait_for_everyone()  # every rank has chosen before rank 0 moves anything
     for folder in skipped:
-        say(state, f"warning: skipping incomplete checkpoint {folder} (kept on disk)")
+        reason = problem_with(folder)
+        if state.is_main_process:
+            kept = set_aside(folder)
+            say(state, f"warning: skipping incomplete {folder.name} ({reason}); kept as {kept}")
+    state.wait_for_everyone()
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)

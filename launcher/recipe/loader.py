@@ -301,6 +301,15 @@ def with_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Re
     return Recipe.model_validate(layered.data)
 
 
+def find_yaml(name: str, shipped: Path) -> Path:
+    """A YAML path as given, or the file of that name in ``shipped`` (recipes, cluster profiles)."""
+    path = Path(name)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    candidate = shipped / f"{name}.yaml"
+    return candidate if candidate.exists() else path
+
+
 def display_path(path: Path) -> str:
     """A path as the user wrote it when relative to the working directory, else absolute."""
     try:

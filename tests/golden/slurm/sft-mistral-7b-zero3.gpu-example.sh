@@ -19,10 +19,10 @@
 #SBATCH --time=240
 
 # setup
-module load cuda/12.4
-source /path/to/venv/bin/activate
 export NCCL_DEBUG=WARN
 export PYTHONUNBUFFERED=1
+module load cuda/12.4
+source /path/to/venv/bin/activate
 
 # command
 export SUBMITIT_EXECUTOR=slurm
