@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -70,6 +71,24 @@ def latest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[Pat
     )
     complete = [p for p in folders if problem_with(p) is None]
     return (complete[-1] if complete else None), [p for p in folders if p not in complete]
+
+
+def rotate(checkpoints: Path, keep: int | None, protected: set[Path]) -> list[Path]:
+    """Delete complete checkpoints beyond the newest ``keep``, never one in ``protected`` (the
+    best one, the one this attempt resumed from); return what was deleted. Runs only after the
+    newest checkpoint's manifest is written, so a complete checkpoint always remains."""
+    if keep is None:
+        return []
+    complete = sorted(
+        (p for p in checkpoints.glob("checkpoint-*") if checkpoint_step(p) is not None
+         and problem_with(p) is None),
+        key=checkpoint_step,
+    )  # fmt: skip
+    keep_set = set(complete[-keep:]) | {p.resolve() for p in protected} | set(protected)
+    doomed = [p for p in complete if p not in keep_set and p.resolve() not in keep_set]
+    for folder in doomed:
+        shutil.rmtree(folder)
+    return doomed
 
 
 def set_aside(folder: Path) -> Path:

@@ -13,6 +13,7 @@ from launcher.checkpoints import (
     COMPLETE_MARKER,
     latest_complete_checkpoint,
     problem_with,
+    rotate,
     set_aside,
     write_manifest,
 )
@@ -106,3 +107,27 @@ def test_from_scratch_keeps_the_old_run_aside(tmp_path: Path) -> None:
     (old,) = tmp_path.glob("run.old-*")
     assert (old / "checkpoints" / "precious").read_text() == "keep me"
     assert "learning_rate: 0.001" in (run_dir / "plan" / "recipe.yaml").read_text()
+
+
+def test_retention_keeps_the_newest_the_best_and_the_resumed_one(tmp_path: Path) -> None:
+    folders = {step: fake_checkpoint(tmp_path, step) for step in (10, 20, 30, 40, 50)}
+    broken = fake_checkpoint(tmp_path, 60, complete=False)
+    deleted = rotate(tmp_path, keep=2, protected={folders[10], folders[30]})
+    assert deleted == [folders[20]]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [
+        "checkpoint-10",
+        "checkpoint-30",
+        "checkpoint-40",
+        "checkpoint-50",
+        "checkpoint-60",
+    ]
+    assert broken.exists(), "an incomplete checkpoint is never deleted by retention"
+    assert rotate(tmp_path, keep=None, protected=set()) == []
+
+
+def test_retention_never_leaves_no_complete_checkpoint(tmp_path: Path) -> None:
+    fake_checkpoint(tmp_path, 10)
+    fake_checkpoint(tmp_path, 20, complete=False)  # the save in flight
+    assert rotate(tmp_path, keep=1, protected=set()) == []
+    assert latest_complete_checkpoint(tmp_path)[0] == tmp_path / "checkpoint-10"

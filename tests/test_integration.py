@@ -35,6 +35,7 @@ def rank_lines(run_dir: Path, rank: int) -> str:
 @pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
 def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
     run_dir = workdir / "run"
+    keep = ["checkpointing.keep=1"] if recipe == "sft-mistral" else []
     out = launcher(
         "run",
         recipe,
@@ -42,6 +43,7 @@ def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
         "--run-dir",
         str(run_dir),
         "distributed.processes_per_node=2",
+        *keep,
         cwd=workdir,
     )
 
@@ -53,6 +55,10 @@ def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
     losses = [m["loss"] for m in metrics(run_dir) if "loss" in m]
     assert len(losses) == 6 and all(loss == loss and loss > 0 for loss in losses)
     assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
+    if keep:  # retention ran after checkpoint-6 was complete, and only then
+        assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == [
+            "checkpoint-6"
+        ]
 
     import transformers
 

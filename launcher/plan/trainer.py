@@ -48,7 +48,9 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
         "eval_steps": training.eval_steps if training.eval_strategy == "steps" else None,
         "save_strategy": saving.strategy,
         "save_steps": saving.every_steps,
-        "save_total_limit": saving.keep,
+        # Retention is the launcher's (ranks/callbacks.py): the Trainer would delete old
+        # checkpoints before the new one is complete, leaving none after a crash.
+        "save_total_limit": None,
         "load_best_model_at_end": training.load_best_model_at_end,
         "metric_for_best_model": metric,
         "greater_is_better": greater,

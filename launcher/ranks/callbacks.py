@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from launcher.checkpoints import write_manifest
+from launcher.checkpoints import rotate, write_manifest
 from launcher.contract import RunContract
 from launcher.ranks.runtime import check_numbers, numbers_seen
 
@@ -81,14 +81,17 @@ class MetricsLog(TrainerCallback):
 
 
 class CheckpointCompletion(TrainerCallback):
-    """Marks a checkpoint complete once every rank has finished writing it."""
+    """Marks a checkpoint complete once every rank has finished writing it, then applies the
+    retention (newest ``keep``, plus the best and the one this attempt resumed from)."""
 
-    def __init__(self, state: Any):
-        self.state = state
+    def __init__(self, state: Any, keep: int | None, resumed_from: Path | None):
+        self.state, self.keep, self.resumed_from = state, keep, resumed_from
 
     def on_save(self, args, state, control, **kwargs):
         self.state.wait_for_everyone()
         if state.is_world_process_zero:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             write_manifest(folder, state.global_step, self.state.num_processes)
+            protected = {Path(p) for p in (state.best_model_checkpoint, self.resumed_from) if p}
+            rotate(Path(args.output_dir), self.keep, protected)
         self.state.wait_for_everyone()

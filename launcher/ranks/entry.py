@@ -74,7 +74,6 @@ def record_failure(layout: RunLayout, rank: int, details: str) -> None:
 def train(layout: RunLayout) -> None:
     from transformers import set_seed
 
-    from launcher.checkpoints import latest_complete_checkpoint, problem_with, set_aside
     from launcher.ranks import runtime
     from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
     from launcher.ranks.data import load_raw_splits, tokenize_splits
@@ -105,21 +104,15 @@ def train(layout: RunLayout) -> None:
 
     set_seed(args.seed)
     model = build_model(recipe, tokenizer)
+    resume = choose_checkpoint(layout, state)
+    check_resume_world(recipe, resume, state.num_processes)
     callbacks = [
         PlanGuard(contract, state),
         MetricsLog(layout.metrics_file),
-        CheckpointCompletion(state),
+        CheckpointCompletion(state, recipe.checkpointing.keep, resume),
         stop,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
-    resume, skipped = latest_complete_checkpoint(layout.checkpoints_dir)
-    state.wait_for_everyone()  # every rank has chosen before rank 0 moves anything
-    for folder in skipped:
-        reason = problem_with(folder)
-        if state.is_main_process:
-            kept = set_aside(folder)
-            say(state, f"warning: skipping incomplete {folder.name} ({reason}); kept as {kept}")
-    state.wait_for_everyone()
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
 
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
@@ -141,6 +134,46 @@ def train(layout: RunLayout) -> None:
         layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
     state.wait_for_everyone()
     say(state, f"done: model saved to {layout.model_dir}")
+
+
+def choose_checkpoint(layout: RunLayout, state: Any) -> Path | None:
+    """The newest complete checkpoint; incomplete ones are named and moved aside, not deleted."""
+    from launcher.checkpoints import latest_complete_checkpoint, problem_with, set_aside
+
+    resume, skipped = latest_complete_checkpoint(layout.checkpoints_dir)
+    state.wait_for_everyone()  # every rank has chosen before rank 0 moves anything
+    for folder in skipped:
+        reason = problem_with(folder)
+        if state.is_main_process:
+            kept = set_aside(folder)
+            say(state, f"warning: skipping incomplete {folder.name} ({reason}); kept as {kept}")
+    state.wait_for_everyone()
+    return resume
+
+
+def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int) -> None:
+    """ZeRO shards belong to the world size that wrote them: refuse another one before training.
+
+    DDP checkpoints hold whole weights and optimizer states, so they load on any world size.
+    """
+    from launcher.checkpoints import read_manifest
+
+    if resume is None or recipe.distributed.strategy != "deepspeed":
+        return
+    written_by = (read_manifest(resume) or {}).get("world_size", world_size)
+    if written_by != world_size:
+        raise LauncherError(
+            f"{resume.name} holds DeepSpeed ZeRO-{recipe.distributed.zero_stage} shards written "
+            f"by {written_by} ranks, but this run has {world_size}. The shards split optimizer "
+            "states by rank, and a different world size cannot load them as they are. Either "
+            f"run with {written_by} ranks again, or export the weights "
+            f"(`launcher export {layout_root(resume)} -o DIR`) and start a new run from them "
+            "(model.pretrained=DIR); the optimizer states start fresh then."
+        )
+
+
+def layout_root(checkpoint: Path) -> str:
+    return str(checkpoint.parent.parent)
 
 
 def run_tokenizer(recipe: Recipe, layout: RunLayout, splits: dict[str, Any], state: Any) -> Any:
