@@ -73,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     cancel.add_argument("target", help="run directory or job id")
     cancel.set_defaults(handler=cmd_cancel)
 
+    export = commands.add_parser(
+        "export", help="write a checkpoint (DDP or ZeRO shards) as one Hugging Face model folder"
+    )
+    export.add_argument("run_dir", type=Path, help="run directory")
+    export.add_argument(
+        "--checkpoint",
+        type=int,
+        metavar="STEP",
+        help="step to export (default: the newest complete checkpoint)",
+    )
+    export.add_argument(
+        "-o", "--output", type=Path, required=True, help="folder to create (new or empty)"
+    )
+    export.set_defaults(handler=cmd_export)
+
     tokenizer = commands.add_parser("tokenizer", help="train or adjust the recipe's tokenizer")
     add_recipe_arguments(tokenizer, run_dir=False)
     tokenizer.add_argument("-o", "--output", type=Path, required=True, help="folder to save it in")
@@ -213,6 +228,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
     print(cancel(*locate(args.target)))
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from launcher.export import cli_export
+
+    return cli_export(args)
 
 
 def cmd_tokenizer(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,3 +298,60 @@ def test_a_checkpoint_cut_short_is_skipped_and_kept(workdir: Path) -> None:
     (kept,) = (cut / "checkpoints").glob("incomplete-checkpoint-6-*")
     assert (kept / "optimizer.pt").exists()  # the cut file is kept, not deleted
     assert_same_weights(whole / "model", cut / "model")
+    # Killed after the final checkpoint but before the end: finish from it, no step beyond.
+    shutil.rmtree(whole / "model")
+    (whole / "result.json").unlink()
+    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(whole), cwd=workdir)
+    assert "training had finished at checkpoint-6" in rank_lines(whole, 0)
+    assert not (whole / "checkpoints" / "checkpoint-7").exists()
+    assert json.loads((whole / "result.json").read_text())["global_step"] == 6
+    assert_same_weights(cut / "model", whole / "model")
+
+
+def forget_last_checkpoint(run_dir: Path) -> None:
+    """As if the run had been stopped after checkpoint-3."""
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(run_dir / "model")
+    (run_dir / "result.json").unlink()
+
+
+def test_ddp_run_continues_on_another_world_size(workdir: Path) -> None:
+    run_dir = workdir / "run"
+    launcher(
+        "run",
+        "sft-mistral",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.processes_per_node=2",
+        cwd=workdir,
+    )
+    forget_last_checkpoint(run_dir)
+    out = launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), cwd=workdir)
+    assert "continuing" in out.stdout and "on another world size" in out.stdout
+    assert "checkpoint-3" in rank_lines(run_dir, 0)
+    assert json.loads((run_dir / "result.json").read_text())["global_step"] == 6
+
+
+def test_zero_shards_refuse_another_world_size_before_training(workdir: Path) -> None:
+    run_dir = workdir / "run"
+    zero = ["distributed.strategy=deepspeed", "distributed.zero_stage=2"]
+    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), *zero, cwd=workdir)
+    forget_last_checkpoint(run_dir)
+    out = launcher(
+        "run",
+        "sft-mistral",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        *zero,
+        "distributed.processes_per_node=2",
+        cwd=workdir,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "checkpoint-3 holds DeepSpeed ZeRO-2 shards written by 1 ranks, but this run has 2" in (
+        out.stderr + out.stdout
+    )
+    assert "launcher export" in out.stderr + out.stdout
+    assert not (run_dir / "checkpoints" / "checkpoint-4").exists(), "it trained anyway"

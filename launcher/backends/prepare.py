@@ -52,10 +52,24 @@ def prepare_run_dir(plan: Plan, from_scratch: bool = False) -> bool:
     return continuing
 
 
+# What may change when a run continues: where and on how many ranks it runs.
+MAY_CHANGE_ON_RESUME = ("distributed.nodes", "distributed.processes_per_node", "resources.")
+
+
 def check_same_recipe(plan: Plan) -> None:
+    """A run continues only with the recipe it started with; its world size may change."""
     stored = yaml.safe_load(plan.layout.recipe_file.read_text()) or {}
     current = plan.recipe.model_dump(mode="json")
-    changes = differences(stored, current)
+    all_changes = differences(stored, current)
+    changes = [c for c in all_changes if not c[0].startswith(MAY_CHANGE_ON_RESUME)]
+    world = [c for c in all_changes if c[0].startswith("distributed.")]
+    if world and not changes:
+        shown = ", ".join(f"{key} {old} -> {new}" for key, old, new in world)
+        print(
+            f"warning: continuing {plan.layout.root} on another world size ({shown}): the global "
+            f"batch is now {plan.batch.arithmetic()}. DDP checkpoints load; DeepSpeed ZeRO shards "
+            "are refused by the ranks."
+        )
     if changes:
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes[:8])
         raise RunDirError(

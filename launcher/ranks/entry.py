@@ -115,6 +115,10 @@ def train(layout: RunLayout) -> None:
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
 
+    if resume is not None and training_finished(resume):
+        # The Trainer would run one step past the end when resumed from the final checkpoint.
+        finish_from_checkpoint(layout, resume, state)
+        return
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     if stop.stopped_at is not None:
         if state.is_main_process:
@@ -149,6 +153,39 @@ def choose_checkpoint(layout: RunLayout, state: Any) -> Path | None:
             say(state, f"warning: skipping incomplete {folder.name} ({reason}); kept as {kept}")
     state.wait_for_everyone()
     return resume
+
+
+MODEL_FILE_SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args",
+                   "launcher-complete", "zero_to_", "latest", "README")  # fmt: skip
+
+
+def training_finished(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is the last step of its run (killed before the final save)."""
+    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < trainer_state.get("max_steps", 0) <= trainer_state.get("global_step", 0)
+
+
+def finish_from_checkpoint(layout: RunLayout, checkpoint: Path, state: Any) -> None:
+    """The final model is that checkpoint's model files (the best one's, when one was chosen)."""
+    import shutil
+
+    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    source = Path(trainer_state.get("best_model_checkpoint") or checkpoint)
+    if state.is_main_process:
+        layout.model_dir.mkdir(parents=True, exist_ok=True)
+        for path in source.iterdir():
+            if path.is_file() and not path.name.startswith(MODEL_FILE_SKIP):
+                shutil.copy2(path, layout.model_dir / path.name)
+        evals = [e for e in trainer_state.get("log_history", []) if "eval_loss" in e]
+        result = {
+            "global_step": trainer_state["global_step"],
+            "model_dir": str(layout.model_dir),
+            "resumed_from": str(checkpoint),
+            "final_metrics": evals[-1] if evals else {},
+        }
+        layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
+    state.wait_for_everyone()
+    say(state, f"training had finished at {checkpoint.name}; model saved to {layout.model_dir}")
 
 
 def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int) -> None:
