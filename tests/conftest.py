@@ -36,6 +36,20 @@ def launcher(
     return result
 
 
+def start_launcher(*args: str, cwd: Path, capture: bool = False) -> subprocess.Popen:
+    """Start ``python -m launcher ARGS`` in the background, in its own process group (so that a
+    test can signal or kill the launcher and its ranks together)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "launcher", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE if capture else subprocess.DEVNULL,
+        stderr=subprocess.STDOUT if capture else subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 

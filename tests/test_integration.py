@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import launcher, load_weights, metrics
+from conftest import launcher, load_weights, metrics, start_launcher
 
 pytestmark = pytest.mark.integration
 
@@ -114,14 +114,7 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
 
     broken = workdir / "broken"
     first_checkpoint = broken / "checkpoints" / "checkpoint-5" / "launcher-complete.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "run", *args, "--run-dir", str(broken)],
-        cwd=workdir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    process = start_launcher("run", *args, "--run-dir", str(broken), cwd=workdir)
     deadline = time.monotonic() + 600
     while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -139,14 +132,7 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
 
     # A graceful stop (SIGTERM to the launcher, like Ctrl-C) saves at the step it was at.
     stopped = workdir / "stopped"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "launcher", "run", *args, "--run-dir", str(stopped)],
-        cwd=workdir,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
+    process = start_launcher("run", *args, "--run-dir", str(stopped), cwd=workdir, capture=True)
     while not (stopped / "metrics.jsonl").exists() or len(metrics(stopped)) < 3:
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         time.sleep(0.02)

@@ -111,7 +111,10 @@ def test_smoke_recipe_on_two_nodes(recipe: str, cluster: None, workdir: Path) ->
 
 def test_time_limit_saves_on_the_signal_and_resumes(cluster: None, workdir: Path) -> None:
     run_dir = workdir / "run"
-    short = profile(workdir, signal_lead_s=40)
+    # SLURM sends the signal up to a minute early: with a 3-minute limit and a 60 s lead it
+    # comes 60 to 120 s in, so each attempt trains for about a minute or more, and 3000 steps
+    # (over two minutes on this machine) are always interrupted at least once.
+    short = profile(workdir, signal_lead_s=60)
     launcher(
         "submit",
         "sft-mistral",
@@ -120,15 +123,15 @@ def test_time_limit_saves_on_the_signal_and_resumes(cluster: None, workdir: Path
         "--smoke",
         "--run-dir",
         str(run_dir),
-        "resources.time_limit_min=1",
-        "smoke.max_steps=1500",
-        "smoke.checkpoint_every=500",
-        "smoke.num_samples=2000",
+        "resources.time_limit_min=3",
+        "smoke.max_steps=3000",
+        "smoke.checkpoint_every=1000",
+        "smoke.num_samples=4000",
         cwd=workdir,
     )
 
-    report = wait_until_done(run_dir, timeout=600)
-    assert "finished    step 1500" in report, report
+    report = wait_until_done(run_dir, timeout=1200)
+    assert "finished    step 3000" in report, report
     events = attempts(run_dir)
     stops = [e for e in events if e["event"] == "end" and e["reason"] == "time-limit"]
     assert stops, f"no attempt hit the time limit:\n{report}"
