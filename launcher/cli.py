@@ -195,12 +195,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
-    from launcher.backends.prepare import prepare_run_dir, write_files
-    from launcher.backends.slurm import standalone_script
+    from launcher.backends.prepare import write_files
+    from launcher.backends.slurm import prepare_cluster_run, standalone_script
 
     plan = resolve(args)
-    prepare_run_dir(plan, from_scratch=args.from_scratch)
-    plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
+    prepare_cluster_run(plan, from_scratch=args.from_scratch)
     write_files({args.output: standalone_script(plan, args.profile)})
     args.output.chmod(0o755)
     print(f"run dir prepared: {plan.layout.root}")

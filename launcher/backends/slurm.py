@@ -111,12 +111,17 @@ def standalone_script(plan: Plan, profile: ClusterProfile) -> str:
     return _make_sbatch_string(command=command, folder=plan.layout.slurm_dir, **parameters)
 
 
+def prepare_cluster_run(plan: Plan, from_scratch: bool = False) -> None:
+    """The run directory of a cluster run: the plan, and the folder for the batch scripts."""
+    prepare_run_dir(plan, from_scratch=from_scratch)
+    plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
+
+
 def submit(plan: Plan, profile: ClusterProfile, from_scratch: bool = False) -> str:
     """Prepare the run directory, submit, record the job; return its id at once."""
     from launcher.backends.slurm_node import NodeTask
 
-    prepare_run_dir(plan, from_scratch=from_scratch)
-    plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
+    prepare_cluster_run(plan, from_scratch)
     executor = make_executor(plan, profile)
     try:
         job = executor.submit(NodeTask(str(plan.layout.root), node_python(profile)))

@@ -138,14 +138,27 @@ def wait_for_save(layout: RunLayout, timeout_s: float = SAVE_TIMEOUT_S) -> bool:
     return False
 
 
-def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
-    """Train on this node until the ranks exit; return the attempt's outcome."""
+def run_attempt(
+    layout: RunLayout, place: NodePlace, python: str, record_time_limit: bool
+) -> tuple[str, int | None, int]:
+    """One attempt on this node: start its ranks, wait for them, record how it ended (first
+    node only). Returns (reason, step, returncode). Polls rather than ``Popen.wait``, which a
+    signal handler interrupting it could deadlock on."""
     if place.node_rank == 0:
         record_start(layout, place)
-    returncode = start_ranks(python, layout, place).wait()
-    reason, step = outcome(layout, returncode)
-    if place.node_rank == 0 and reason != "time-limit":  # time-limit is recorded by the requeue
-        record_end(layout, place, reason, step, returncode=returncode)
+    process = start_ranks(python, layout, place)
+    while process.poll() is None:
+        time.sleep(0.5)
+    reason, step = outcome(layout, process.returncode)
+    if place.node_rank == 0 and (reason != "time-limit" or record_time_limit):
+        record_end(layout, place, reason, step, returncode=process.returncode)
+    return reason, step, process.returncode
+
+
+def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
+    """Train on this node until the ranks exit; return the attempt's outcome (a time limit is
+    recorded by ``NodeTask.checkpoint``, which requeues)."""
+    reason, _, returncode = run_attempt(layout, place, python, record_time_limit=False)
     if reason == "failed":
         failures = sorted(layout.logs_dir.glob("failure-rank-*.json"))
         shown = "; ".join(json.loads(f.read_text()).get("error", "") for f in failures[:2])
@@ -187,16 +200,9 @@ def standalone_main(run_dir: str) -> int:
     # The ranks save on either signal; this task only waits for them to exit.
     signal.signal(signal.SIGUSR2, lambda *_: None)
     signal.signal(signal.SIGTERM, lambda *_: None)
-    if place.node_rank == 0:
-        record_start(layout, place)
-    process = start_ranks(sys.executable, layout, place)
-    while process.poll() is None:
-        time.sleep(0.5)
-    reason, step = outcome(layout, process.returncode)
-    if place.node_rank == 0:
-        record_end(layout, place, reason, step, returncode=process.returncode)
-        if reason == "time-limit":
-            subprocess.run(["scontrol", "requeue", place.job_id], check=False)
+    reason, _, _ = run_attempt(layout, place, sys.executable, record_time_limit=True)
+    if place.node_rank == 0 and reason == "time-limit":
+        subprocess.run(["scontrol", "requeue", place.job_id], check=False)
     return 1 if reason == "failed" else 0
 
 

@@ -129,13 +129,7 @@ def train(layout: RunLayout) -> None:
     trainer.save_model(str(layout.model_dir))
     if state.is_main_process:
         tokenizer.save_pretrained(layout.model_dir)
-        result = {
-            "global_step": trainer.state.global_step,
-            "model_dir": str(layout.model_dir),
-            "resumed_from": str(resume) if resume else None,
-            "final_metrics": final_metrics,
-        }
-        layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(layout, trainer.state.global_step, resume, final_metrics)
     state.wait_for_everyone()
     say(state, f"done: model saved to {layout.model_dir}")
 
@@ -177,13 +171,7 @@ def finish_from_checkpoint(layout: RunLayout, checkpoint: Path, state: Any) -> N
             if path.is_file() and not path.name.startswith(MODEL_FILE_SKIP):
                 shutil.copy2(path, layout.model_dir / path.name)
         evals = [e for e in trainer_state.get("log_history", []) if "eval_loss" in e]
-        result = {
-            "global_step": trainer_state["global_step"],
-            "model_dir": str(layout.model_dir),
-            "resumed_from": str(checkpoint),
-            "final_metrics": evals[-1] if evals else {},
-        }
-        layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
+        write_result(layout, trainer_state["global_step"], checkpoint, evals[-1] if evals else {})
     state.wait_for_everyone()
     say(state, f"training had finished at {checkpoint.name}; model saved to {layout.model_dir}")
 
@@ -211,6 +199,19 @@ def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int) -> 
 
 def layout_root(checkpoint: Path) -> str:
     return str(checkpoint.parent.parent)
+
+
+def write_result(
+    layout: RunLayout, step: int, resumed_from: Path | None, metrics: dict[str, Any]
+) -> None:
+    """``result.json``: the run finished; written last, by rank 0."""
+    result = {
+        "global_step": step,
+        "model_dir": str(layout.model_dir),
+        "resumed_from": str(resumed_from) if resumed_from else None,
+        "final_metrics": metrics,
+    }
+    layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def run_tokenizer(recipe: Recipe, layout: RunLayout, splits: dict[str, Any], state: Any) -> Any:
