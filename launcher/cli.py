@@ -10,6 +10,8 @@ heavy parts inside their handler.
     launcher tokenizer recipes/mlm-scratch.yaml -o my-tokenizer
     launcher submit recipes/sft-mistral.yaml --cluster dev --nodes 2 --smoke
     launcher status runs/sft-mistral-smoke
+    launcher plot runs/sft-mistral-smoke -o loss.png
+    launcher doctor
 """
 
 from __future__ import annotations
@@ -92,6 +94,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_recipe_arguments(tokenizer, run_dir=False)
     tokenizer.add_argument("-o", "--output", type=Path, required=True, help="folder to save it in")
     tokenizer.set_defaults(handler=cmd_tokenizer)
+
+    doctor = commands.add_parser(
+        "doctor", help="report versions, GPUs, SLURM, disk, and test a two-rank all-reduce"
+    )
+    doctor.add_argument(
+        "--runs-dir", type=Path, default=Path("runs"), help="where runs go (free disk is checked)"
+    )
+    doctor.add_argument(
+        "--skip-launch", action="store_true", help="skip the two-rank all-reduce (faster)"
+    )
+    doctor.set_defaults(handler=cmd_doctor)
+
+    plot = commands.add_parser(
+        "plot", help="draw loss, learning rate and throughput of a run as a PNG"
+    )
+    plot.add_argument("run_dir", type=Path, help="run directory")
+    plot.add_argument(
+        "-o", "--output", type=Path, help="image to write (default: RUN_DIR/metrics.png)"
+    )
+    plot.set_defaults(handler=cmd_plot)
     return parser
 
 
@@ -247,6 +269,18 @@ def cmd_tokenizer(args: argparse.Namespace) -> int:
     finally:
         shutil.rmtree(args.run_dir, ignore_errors=True)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from launcher.doctor import cli_doctor
+
+    return cli_doctor(args)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from launcher.plot import cli_plot
+
+    return cli_plot(args)
 
 
 def resolve(args: argparse.Namespace):  # -> Plan (its import is deferred with the command)

@@ -8,9 +8,13 @@ every problem is reported at once.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 TaskName = Literal["sft", "mlm", "classification"]
 Architecture = Literal["mistral", "llama", "distilbert", "bert"]
@@ -216,7 +220,9 @@ class SmokeSection(Section):
 
 
 class Recipe(Section):
-    name: str = Field(..., min_length=1, description="Run name; the default run directory.")
+    name: str = Field(
+        ..., min_length=1, description="Run name: one folder name, the default run directory."
+    )
     description: str = Field("", description="One line shown by `launcher recipes`.")
     task: TaskName = Field(..., description="`sft`, `mlm` or `classification`.")
     model: ModelSection = Field(default_factory=ModelSection, description="What to train.")
@@ -239,3 +245,29 @@ class Recipe(Section):
     smoke: SmokeSection = Field(
         default_factory=SmokeSection, description="How `--smoke` shrinks the run."
     )
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Environment variables that hold secrets (`HF_TOKEN`, `WANDB_API_KEY` always "
+        "do): they reach the ranks through the environment only and are never written.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def name_is_one_folder(cls, value: str) -> str:
+        # The name becomes runs/NAME: it must not climb out of the runs directory.
+        if not RUN_NAME.fullmatch(value) or value in {".", ".."}:
+            raise ValueError(
+                f"{value!r} is not a plain folder name: use letters, digits, '.', '_' and '-' "
+                "(no '/', no '..')"
+            )
+        return value
+
+    @field_validator("secrets")
+    @classmethod
+    def secrets_are_variable_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not ENV_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not an environment variable name (letters, digits, '_')"
+                )
+        return value
