@@ -36,7 +36,7 @@ data:
 """
 
 TOP_LEVEL_KEYS = (
-    "checkpointing, data, description, distributed, model, name, resources, smoke, task, "
+    "checkpointing, data, description, distributed, model, name, resources, secrets, smoke, task, "
     "tokenizer, training"
 )
 TRAINING_KEYS = (
