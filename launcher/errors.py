@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The "key path" of a problem with a file as a whole (empty, too big, not a mapping, an alias
+# bomb): every recipe problem then reads `SOURCE: WHERE: MESSAGE`, WHERE being a dotted key path,
+# `line L, column C` (for text that is not YAML), or this.
+WHOLE_FILE = "(whole file)"
+
 
 class LauncherError(Exception):
     """A failure with a message meant for the user; ``exit_code`` is what the CLI exits with."""
@@ -18,7 +23,11 @@ class LauncherError(Exception):
 
 @dataclass(frozen=True)
 class RecipeProblem:
-    """One thing wrong in a recipe: where it came from, which key, and what is allowed."""
+    """One thing wrong in a recipe: where it came from, which key, and what is allowed.
+
+    ``key`` is a dotted key path (``training.learning_rate``, ``data.labels.0``), a position
+    (``line 3, column 7``) or :data:`WHOLE_FILE`; empty only when there is no content to point
+    into (a file that does not exist)."""
 
     source: str
     key: str

@@ -323,24 +323,27 @@ ERROR_CASES = {
     ),
     "bad YAML syntax": (
         "name: x\n  task: sft\n",
-        ["bad.yaml: invalid YAML: mapping values are not allowed here at line 2, column 7"],
+        ["bad.yaml: line 2, column 7: invalid YAML: mapping values are not allowed here"],
     ),
     "unclosed bracket": (
         "name: x\ntask: [sft\n",
-        ["bad.yaml: invalid YAML: expected ',' or ']', but got '<stream end>' at line 3, column 1"],
+        ["bad.yaml: line 3, column 1: invalid YAML: expected ',' or ']', but got '<stream end>'"],
     ),
-    "empty file": ("", ["bad.yaml: empty recipe: expected a mapping with `name` and `task`"]),
+    "empty file": (
+        "",
+        ["bad.yaml: (whole file): empty recipe: expected a mapping with `name` and `task`"],
+    ),
     "comments only": (
         "# nothing yet\n",
-        ["bad.yaml: empty recipe: expected a mapping with `name` and `task`"],
+        ["bad.yaml: (whole file): empty recipe: expected a mapping with `name` and `task`"],
     ),
     "a list instead of a mapping": (
         "- name: x\n- task: sft\n",
-        ["bad.yaml: expected a mapping of recipe sections, got a list"],
+        ["bad.yaml: (whole file): expected a mapping of recipe sections, got a list"],
     ),
     "a scalar instead of a mapping": (
         "sft\n",
-        ["bad.yaml: expected a mapping of recipe sections, got a str"],
+        ["bad.yaml: (whole file): expected a mapping of recipe sections, got a str"],
     ),
 }
 
@@ -358,6 +361,29 @@ def test_unknown_key_lists_what_is_allowed_even_without_a_close_match(folder: Pa
 def test_unknown_abbreviation_suggests_the_full_name(folder: Path) -> None:
     (message,) = problems(write(folder / "bad.yaml", VALID + "training: {lr: 1}\n"))
     assert "did you mean `learning_rate`?" in message
+
+
+def test_a_typo_is_matched_by_the_fewest_edits(folder: Path) -> None:
+    # To difflib `mokel` looks as much like `smoke` as like `model`; one edit makes it `model`.
+    (message,) = problems(write(folder / "bad.yaml", VALID + "mokel: {}\n"))
+    assert "did you mean `model`?" in message
+
+
+def test_validator_messages_read_without_pydantic_prefix(folder: Path) -> None:
+    text = VALID.replace("name: tiny", "name: ../x") + "secrets: [OK_NAME, bad-name]\n"
+    assert problems(write(folder / "bad.yaml", text)) == [
+        "bad.yaml: name: '../x' is not a plain folder name: use letters, digits, '.', '_' and "
+        "'-' (no '/', no '..')",
+        "bad.yaml: secrets: 'bad-name' is not an environment variable name (letters, digits, '_')",
+    ]
+
+
+def test_a_value_that_fits_no_member_of_a_union_is_one_problem(folder: Path) -> None:
+    text = VALID.replace("  dataset: org/corpus\n", "  files: {train: [a.txt, 3], test: 4}\n")
+    assert problems(write(folder / "bad.yaml", text)) == [
+        "bad.yaml: data.files.train: ['a.txt', 3]: input should be str or list[str]",
+        "bad.yaml: data.files.test: 4: input should be str or list[str]",
+    ]
 
 
 def test_several_problems_are_reported_together(folder: Path) -> None:
@@ -398,7 +424,7 @@ def test_syntax_error_in_a_base_file_names_the_base_file(folder: Path) -> None:
     write(folder / "parent.yaml", "name: x\n  task: sft\n")
     write(folder / "child.yaml", "base: parent.yaml\n")
     assert problems("child.yaml") == [
-        "parent.yaml: invalid YAML: mapping values are not allowed here at line 2, column 7"
+        "parent.yaml: line 2, column 7: invalid YAML: mapping values are not allowed here"
     ]
 
 
@@ -415,8 +441,8 @@ def test_python_tags_are_refused_and_nothing_runs(folder: Path) -> None:
     marker = folder / "pwned"
     text = f'name: !!python/object/apply:os.system ["touch {marker}"]\ntask: sft\n'
     assert problems(write(folder / "bad.yaml", text)) == [
-        "bad.yaml: invalid YAML: could not determine a constructor for the tag "
-        "'tag:yaml.org,2002:python/object/apply:os.system' at line 1, column 7"
+        "bad.yaml: name: the Python-specific tag !!python/object/apply:os.system is refused "
+        "(line 1, column 7): a recipe is plain data, and this tag would import or run code"
     ]
     assert not marker.exists()
 
@@ -424,7 +450,7 @@ def test_python_tags_are_refused_and_nothing_runs(folder: Path) -> None:
 def test_file_not_found(folder: Path) -> None:
     assert problems("missing.yaml") == ["missing.yaml: file not found"]
     write(folder / "child.yaml", "base: nowhere/parent.yaml\n")
-    assert problems("child.yaml") == ["nowhere/parent.yaml: file not found"]
+    assert problems("child.yaml") == ["child.yaml: base: 'nowhere/parent.yaml': no such file"]
 
 
 def test_file_outside_the_working_directory_is_named_absolute(folder: Path) -> None:
@@ -432,7 +458,7 @@ def test_file_outside_the_working_directory_is_named_absolute(folder: Path) -> N
     write(outside, "")
     try:
         assert problems(outside) == [
-            f"{outside}: empty recipe: expected a mapping with `name` and `task`"
+            f"{outside}: (whole file): empty recipe: expected a mapping with `name` and `task`"
         ]
     finally:
         outside.unlink()

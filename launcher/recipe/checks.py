@@ -20,6 +20,29 @@ BITSANDBYTES_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit"
 # Under ZeRO optimizer offload accelerate maps every optimizer to DeepSpeedCPUAdam (non-AdamW ones
 # with adamw_mode=False, i.e. plain Adam): only AdamW keeps its meaning.
 OFFLOADABLE_OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")
+# Size fields of the transformers configs the plan counts parameters from (Mistral, Llama, BERT,
+# DistilBERT). `model.config` is free-form, so the schema cannot type them: a string, a zero or a
+# negative here would crash the parameter count or plan a model with negative memory.
+MODEL_SIZE_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "dim",
+    "hidden_dim",
+    "n_layers",
+    "n_heads",
+)
+OPTIONAL_SIZE_KEYS = ("num_key_value_heads", "head_dim")  # null: derived from the others
+# What file systems allow (Linux NAME_MAX and PATH_MAX): a longer name is no folder and no hub id,
+# and asking the file system about it raises instead of answering "no such file".
+NAME_MAX_BYTES = 255
+PATH_MAX_BYTES = 4096
 METRICS_BY_TASK = {
     "sft": ("loss", "eval_loss"),
     "mlm": ("loss", "eval_loss", "perplexity", "eval_perplexity"),
@@ -31,6 +54,8 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     """Every cross-field problem in ``recipe``, in a stable order."""
     checks: list[Callable[[Recipe], Iterator[Problem]]] = [
         check_model,
+        check_model_sizes,
+        check_paths,
         check_tokenizer,
         check_data,
         check_distributed,
@@ -54,6 +79,46 @@ def check_model(recipe: Recipe) -> Iterator[Problem]:
                 "model.architecture",
                 (f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"),
             )
+
+
+def check_model_sizes(recipe: Recipe) -> Iterator[Problem]:
+    for section, config in (
+        ("model.config", recipe.model.config),
+        ("smoke.tiny_config", recipe.smoke.tiny_config),
+    ):
+        for key in MODEL_SIZE_KEYS:
+            value = config.get(key)
+            if value is None and (key not in config or key in OPTIONAL_SIZE_KEYS):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                yield f"{section}.{key}", f"{value!r}: must be a positive whole number"
+
+
+def check_paths(recipe: Recipe) -> Iterator[Problem]:
+    """Names the plan looks up on disk (a local model or tokenizer folder, data files) must be
+    names a file system can hold, or the lookup itself fails."""
+    named = [
+        ("model.pretrained", recipe.model.pretrained),
+        ("tokenizer.pretrained", recipe.tokenizer.pretrained),
+    ]
+    for split, files in (recipe.data.files or {}).items():
+        listed = [files] if isinstance(files, str) else files
+        named += [(f"data.files.{split}", name) for name in listed]
+    for key, name in named:
+        problem = unusable_path(name) if name else None
+        if problem:
+            yield key, problem
+
+
+def unusable_path(name: str) -> str | None:
+    shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name):,} characters)"
+    if "\0" in name:
+        return f"{shown}: contains a NUL character, which no file name can"
+    if len(name.encode()) >= PATH_MAX_BYTES:
+        return f"{shown}: longer than the {PATH_MAX_BYTES} bytes a path may have"
+    if any(len(part.encode()) > NAME_MAX_BYTES for part in name.split("/")):
+        return f"{shown}: has a name longer than the {NAME_MAX_BYTES} bytes a file system allows"
+    return None
 
 
 def check_tokenizer(recipe: Recipe) -> Iterator[Problem]:

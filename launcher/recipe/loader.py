@@ -8,17 +8,17 @@ source set it, so an error names the file (or "command line") the bad value came
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
-from launcher.errors import RecipeError, RecipeProblem
+from launcher.errors import WHOLE_FILE, RecipeError, RecipeProblem
 from launcher.recipe.checks import check_recipe
 from launcher.recipe.schema import Recipe
-from launcher.recipe.yaml_data import DuplicateKeyError, load_yaml
+from launcher.recipe.yaml_data import MAX_BYTES, YamlProblem, load_yaml
 
 COMMAND_LINE = "command line"
 MAX_BASE_DEPTH = 16
@@ -74,12 +74,12 @@ def read_base_chain(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[
     current: Path | None = path
     while current is not None:
         source = display_path(current)
-        if current.resolve() in seen:
-            cycle = " -> ".join(display_path(p) for p in [*seen, current.resolve()])
+        if resolved(current) in seen:
+            cycle = " -> ".join(display_path(p) for p in [*seen, resolved(current)])
             return chain, [RecipeProblem(source, "base", f"inheritance cycle: {cycle}")]
         if len(seen) >= MAX_BASE_DEPTH:
             return chain, [RecipeProblem(source, "base", f"more than {MAX_BASE_DEPTH} bases")]
-        seen.append(current.resolve())
+        seen.append(resolved(current))
         mapping, problem = read_yaml_mapping(current)
         if problem:
             return chain, [problem]
@@ -87,45 +87,85 @@ def read_base_chain(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[
         chain.insert(0, (source, mapping))
         current = None
         if base is not None:
-            if not isinstance(base, str) or not base:
+            if not isinstance(base, str) or not base.strip():
                 return chain, [RecipeProblem(source, "base", f"{base!r}: must be a file path")]
             current = (seen[-1].parent / base) if not Path(base).is_absolute() else Path(base)
+            missing = why_not_there(current)
+            if missing:
+                # Blame the line that names it: the base file itself has nothing to point into.
+                shown = display_path(current)
+                looked = f" (looked for {brief(shown)})" if shown != base else ""
+                message = f"{brief(base)}: {missing}{looked}"
+                return chain, [RecipeProblem(source, "base", message)]
     return chain, []
 
 
-def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], RecipeProblem | None]:
-    """Parse one YAML file as plain data (``safe_load``: no Python tags, nothing executed)."""
-    source = display_path(path)
+def why_not_there(path: Path) -> str | None:
+    """Why ``path`` cannot be opened as a file (missing, a folder, an impossible name), or None."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}, RecipeProblem(source, "", "file not found")
-    except (OSError, UnicodeDecodeError) as error:
-        return {}, RecipeProblem(source, "", f"cannot be read as UTF-8 text ({error})")
+        if path.is_dir():
+            return "is a folder, not a recipe file"
+        if path.is_symlink() and not path.exists():
+            return "a symbolic link to nothing (or a loop of links)"
+        return None if path.exists() else "no such file"
+    except (OSError, ValueError) as error:  # a name too long, a NUL byte
+        return f"not a usable file name ({getattr(error, 'strerror', None) or error})"
+
+
+def read_yaml_mapping(path: Path) -> tuple[dict[str, Any], RecipeProblem | None]:
+    """Parse one YAML file as plain data (see ``yaml_data``: no tags, bounded size and depth)."""
+    source = display_path(path)
+    text, problem = read_recipe_text(path)
+    if problem:
+        where, message = problem
+        return {}, RecipeProblem(source, where, message)
     try:
         data = load_yaml(text)
-    except DuplicateKeyError as error:
-        message = f"given twice (again at line {error.line}); a later one would silently win"
-        return {}, RecipeProblem(source, str(error.key), message)
-    except yaml.YAMLError as error:
-        return {}, RecipeProblem(source, "", f"invalid YAML: {yaml_error_summary(error)}")
+    except YamlProblem as error:
+        return {}, RecipeProblem(source, error.where, error.message)
     if data is None:
-        return {}, RecipeProblem(
-            source, "", "empty recipe: expected a mapping with `name` and `task`"
-        )
+        message = "empty recipe: expected a mapping with `name` and `task`"
+        return {}, RecipeProblem(source, WHOLE_FILE, message)
     if not isinstance(data, dict):
         kind = type(data).__name__
-        return {}, RecipeProblem(source, "", f"expected a mapping of recipe sections, got a {kind}")
+        message = f"expected a mapping of recipe sections, got a {kind}"
+        return {}, RecipeProblem(source, WHOLE_FILE, message)
     return data, None
 
 
-def yaml_error_summary(error: yaml.YAMLError) -> str:
-    """A one-line YAML error with the line and column, without PyYAML's multi-line dump."""
-    mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-    if mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return str(problem)
+def read_recipe_text(path: Path) -> tuple[str, tuple[str, str] | None]:
+    """The file's text, or (where, why not): missing, a folder, over the size limit, not UTF-8.
+
+    The size is checked before anything is parsed, and the read itself is bounded, so that
+    `/dev/zero` or a 50 GB file is refused at once instead of filling memory."""
+    limit = (
+        f"the limit is {MAX_BYTES // (1 << 20)} MiB (recipes are a few KB; data belongs in data "
+        "files)"
+    )
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return "", (WHOLE_FILE, f"{size / (1 << 20):,.1f} MiB is too big for a recipe; {limit}")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_BYTES + 1)
+    except FileNotFoundError:
+        return "", ("", "file not found")
+    except IsADirectoryError:
+        return "", ("", "is a folder, not a recipe file")
+    except (OSError, ValueError) as error:  # no permission, a name too long, a NUL byte
+        return "", ("", f"cannot be read ({getattr(error, 'strerror', None) or error})")
+    if len(data) > MAX_BYTES:
+        return "", (WHOLE_FILE, f"more than {MAX_BYTES:,} bytes; {limit}")
+    try:
+        return data.decode("utf-8"), None
+    except UnicodeDecodeError as error:
+        start = error.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        message = f"not UTF-8 text (byte 0x{data[start]:02x}); a recipe is a YAML text file"
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            message += " (this one looks like UTF-16: save it as UTF-8)"
+        return "", (f"line {line}, column {column}", message)
 
 
 def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[RecipeProblem]]:
@@ -137,11 +177,24 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[RecipePr
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             problems.append(
-                RecipeProblem(COMMAND_LINE, key or item, f"{item!r}: overrides look like a.b=value")
+                RecipeProblem(
+                    COMMAND_LINE, key or item, f"{brief(item)}: overrides look like a.b=value"
+                )
             )
             continue
         parts = key.split(".")
-        value = parse_value(raw)
+        if parts[0] == "base":
+            message = "`base` is read from recipe files only; put it in a recipe that you run"
+            problems.append(RecipeProblem(COMMAND_LINE, key, message))
+            continue
+        try:
+            value = parse_value(raw)
+        except YamlProblem as error:  # a tag, an alias bomb: refused here as in a file
+            if not is_text_field(parts):
+                message = f"{brief(raw)}: {error.message}"
+                problems.append(RecipeProblem(COMMAND_LINE, key, message))
+                continue
+            value = raw
         if is_text_field(parts) and value is not None:
             value = raw  # text fields take the text as written: `pad_token=[PAD]` is no list
         target = nested
@@ -154,10 +207,13 @@ def parse_overrides(overrides: list[str]) -> tuple[dict[str, Any], list[RecipePr
 
 
 def parse_value(raw: str) -> Any:
-    """A YAML scalar or flow collection (``3e-4``, ``true``, ``[a, b]``); bad YAML stays text."""
+    """A YAML scalar or flow collection (``3e-4``, ``true``, ``[a, b]``); text that is not YAML
+    stays text (``[PAD``); YAML that is refused (tags, limits) raises :class:`YamlProblem`."""
     try:
         return load_yaml(raw) if raw.strip() else None
-    except yaml.YAMLError:
+    except YamlProblem as error:
+        if error.refused:
+            raise
         return raw
 
 
@@ -215,18 +271,45 @@ def validate(layered: LayeredRecipe) -> tuple[Recipe | None, list[RecipeProblem]
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
-        return None, [describe_validation_error(item, layered) for item in error.errors()]
+        return None, describe_validation_errors(error.errors(), data, layered)
     problems = [
         RecipeProblem(layered.source_of(key), key, message) for key, message in check_recipe(recipe)
     ]
     return recipe, problems
 
 
+def describe_validation_errors(
+    errors: list[Any], data: Any, layered: LayeredRecipe, root: type[BaseModel] = Recipe
+) -> list[RecipeProblem]:
+    """One problem per pydantic error, except that a value fitting none of a union's types (which
+    pydantic reports once per type, under made-up keys like `train.list[str]`) is one problem."""
+    order: list[RecipeProblem | str] = []  # a problem, or the key path of a union problem
+    unions: dict[str, tuple[Any, list[str]]] = {}
+    for item in errors:
+        parts, member, value = locate(item["loc"], data)
+        if member is None:
+            order.append(describe_validation_error(item, layered, root, data))
+            continue
+        key = ".".join(parts)
+        if key not in unions:
+            unions[key] = (value, [])
+            order.append(key)
+        if member not in unions[key][1]:
+            unions[key][1].append(member)
+
+    def union_problem(key: str) -> RecipeProblem:
+        value, members = unions[key]
+        message = f"{brief(value)}: input should be {' or '.join(members)}"
+        return RecipeProblem(layered.source_of(key), key, message)
+
+    return [entry if isinstance(entry, RecipeProblem) else union_problem(entry) for entry in order]
+
+
 def describe_validation_error(
-    item: Any, layered: LayeredRecipe, root: type[BaseModel] = Recipe
+    item: Any, layered: LayeredRecipe, root: type[BaseModel] = Recipe, data: Any = None
 ) -> RecipeProblem:
     """Turn one pydantic error into a sentence with the key path, the value and what is allowed."""
-    location = [str(part) for part in item["loc"]]
+    location, _, _ = locate(item["loc"], layered.data if data is None else data)
     key = ".".join(location)
     kind = item["type"]
     if kind == "extra_forbidden":
@@ -238,10 +321,44 @@ def describe_validation_error(
     elif kind == "missing":
         message = "required, but not set"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
-        message = f"{item['input']!r}: expected a mapping of settings"
+        message = f"{brief(item['input'])}: expected a mapping of settings"
+    elif item["loc"] and item["loc"][-1] == "[key]":
+        message = f"{brief(item['input'])}: keys here must be text (put it in quotes)"
+    elif kind in ("value_error", "assertion_error"):
+        # The schema's own validators name the value in their message.
+        message = VALIDATOR_PREFIX.sub("", item["msg"])
     else:
-        message = f"{item['input']!r}: {lower_first(item['msg'])}"
+        message = f"{brief(item['input'])}: {lower_first(item['msg'])}"
     return RecipeProblem(layered.source_of(key), key, message)
+
+
+VALIDATOR_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
+MISSING = object()
+
+
+def locate(loc: tuple[Any, ...], data: Any) -> tuple[list[str], str | None, Any]:
+    """Follow a pydantic error location through the data that was validated: the key path (as
+    the user wrote it), the union member pydantic named if any (`str`, `list[str]`: a type, not
+    a key), and the value at the key path."""
+    parts: list[str] = []
+    current = data
+    for part in loc:
+        if part == "[key]":
+            break
+        if isinstance(current, dict) or current is MISSING:
+            current = current.get(part, MISSING) if isinstance(current, dict) else MISSING
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        else:
+            return parts, str(part), current
+        parts.append(str(part) if str(part) else '""')
+    return parts, None, current
+
+
+def brief(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, shortened: an error line quotes the value, not a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text):,} chars)"
 
 
 def closest_key(key: str, allowed: list[str]) -> str | None:
@@ -249,8 +366,22 @@ def closest_key(key: str, allowed: list[str]) -> str | None:
     for name in allowed:
         if "_" in name and key == "".join(word[0] for word in name.split("_")):
             return name
-    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-    return close[0] if close else None
+    close = difflib.get_close_matches(key, allowed, n=len(allowed), cutoff=0.6)
+    # Similar-looking names tie (`mokel`: `model` and `smoke`); the fewest edits wins.
+    return min(close, key=lambda name: edit_distance(key, name)) if close else None
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance, with a swap of two neighbours counting as one edit."""
+    rows = [list(range(len(b) + 1))]
+    for i, x in enumerate(a, 1):
+        row = [i]
+        for j, y in enumerate(b, 1):
+            row.append(min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (x != y)))
+            if i > 1 and j > 1 and x == b[j - 2] and a[i - 2] == y:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
 
 
 def is_required_section(key: str) -> bool:
@@ -304,8 +435,8 @@ def with_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Re
 def find_yaml(name: str, shipped: Path) -> Path:
     """A YAML path as given, or the file of that name in ``shipped`` (recipes, cluster profiles)."""
     path = Path(name)
-    if path.exists() or path.suffix in (".yaml", ".yml"):
-        return path
+    if path.suffix in (".yaml", ".yml") or why_not_there(path) != "no such file":
+        return path  # reading it reports what is wrong with it, if anything
     candidate = shipped / f"{name}.yaml"
     return candidate if candidate.exists() else path
 
@@ -313,6 +444,15 @@ def find_yaml(name: str, shipped: Path) -> Path:
 def display_path(path: Path) -> str:
     """A path as the user wrote it when relative to the working directory, else absolute."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        return str(resolved(path).relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(path.resolve())
+        return str(resolved(path))
+
+
+def resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path when it cannot be resolved (a loop of links, a
+    NUL byte): reading it then says what is wrong, instead of a traceback here."""
+    try:
+        return path.resolve()
+    except (OSError, ValueError, RuntimeError):
+        return path.absolute()

@@ -44,7 +44,7 @@ Cadence = Literal["no", "steps", "epoch"]
 class Section(BaseModel):
     """A recipe section: unknown keys are errors and values are checked on assignment too."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -221,7 +221,10 @@ class SmokeSection(Section):
 
 class Recipe(Section):
     name: str = Field(
-        ..., min_length=1, description="Run name: one folder name, the default run directory."
+        ...,
+        min_length=1,
+        max_length=200,
+        description="Run name: one folder name, the default run directory.",
     )
     description: str = Field("", description="One line shown by `launcher recipes`.")
     task: TaskName = Field(..., description="`sft`, `mlm` or `classification`.")
