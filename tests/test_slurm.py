@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -227,14 +229,28 @@ def test_batch_script_matches_the_recorded_one(workdir: Path) -> None:
     assert "#SBATCH --signal=USR2@120" in script and "#SBATCH --requeue" in script
 
 
-HOSTILE = "a b'c\"d$(touch {marker})`touch {marker}`;touch {marker}\n$HOME"
+# Each piece would run `touch` if a shell read the value unquoted; the unbalanced quotes come
+# after a `#`, so that they cannot turn the commands before them into a syntax error instead.
+HOSTILE = "a b $(touch {marker}) `touch {marker}`; touch {marker}\ntouch {marker} # 'c\"d $HOME"
 
 
-def test_hostile_values_stay_literal_in_a_real_job(cluster: None, workdir: Path) -> None:
+def test_hostile_values_stay_literal_in_a_real_job(
+    cluster: None, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Spaces, quotes, `$(...)`, backticks, `;` and newlines in paths and environment values
-    reach the job as text; nothing they spell runs (no marker file appears)."""
-    marker = workdir / "PWNED"
+    reach the job as text; nothing they spell runs (no marker file appears). Secrets exported
+    where `launcher submit` runs reach the ranks, and no file of the run holds one."""
+    marker = workdir.parent / "PWNED"  # no space in its path: `touch` must not split it
+    assert " " not in str(marker)
     value = HOSTILE.format(marker=marker)
+    tokens = {
+        "HF_TOKEN": f"hf_{secrets.token_hex(16)}",
+        "LAUNCHER_TEST_SECRET": secrets.token_hex(16),
+    }
+    for name, token in tokens.items():
+        monkeypatch.setenv(name, token)
+    for name in ("HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
     seen = workdir / "env-seen.txt"
     base = profile(workdir)
     text = base.read_text().replace("env: {}", f"env: {{LAUNCHER_TEST_VALUE: {json.dumps(value)}}}")
@@ -255,12 +271,28 @@ def test_hostile_values_stay_literal_in_a_real_job(cluster: None, workdir: Path)
         "--run-dir",
         str(run_dir),
         "smoke.max_steps=2",
+        "secrets=[LAUNCHER_TEST_SECRET]",
         cwd=odd,
     )
     report = wait_until_done(run_dir)
     assert "finished    step 2" in report, report
     assert seen.read_text() == value + "\n"
-    assert not marker.exists() and not (odd / "PWNED").exists()
+    assert not list(workdir.parent.rglob("PWNED")), "a hostile string ran as a command"
+    log = (run_dir / "logs" / "rank-0.log").read_text()
+    assert "secrets in the environment: HF_TOKEN, LAUNCHER_TEST_SECRET (values" in log
+    # The batch script, submitit's pickles and logs, the plan, every rank log: no token.
+    written = [(p, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pkl" for p, _ in written) and any(
+        p.suffix == ".sh" for p, _ in written
+    )
+    for name, token in tokens.items():
+        leaks = [str(p) for p, data in written if token.removeprefix("hf_").encode() in data]
+        assert not leaks, f"{name} was written into {leaks}"
+    for path in [run_dir, *run_dir.rglob("*")]:
+        if path.is_symlink():  # submitit links the submitted script; a link's mode means nothing
+            continue
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == 0o700 if path.is_dir() else mode & 0o077 == 0, f"{path}: {oct(mode)}"
 
 
 def test_standalone_script_runs_with_plain_sbatch(cluster: None, workdir: Path) -> None:

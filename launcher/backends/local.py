@@ -2,6 +2,8 @@
 
 The launch runs in its own process group so that Ctrl-C or a kill reaches every rank, and its
 output goes both to the terminal and to ``logs/launcher.log``; each rank also keeps its own log.
+The ranks get secrets (tokens) through the inherited environment only, and a secret value that
+shows up in their output anyway is masked before it is shown or logged.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import sys
 import time
 from typing import TextIO
 
-from launcher.backends.prepare import prepare_run_dir
+from launcher.backends.prepare import check_local_paths, prepare_run_dir, private_files
 from launcher.errors import LauncherError
 from launcher.plan.build import Plan
+from launcher.secret_env import mask, secret_values
 
 
 class RunFailed(LauncherError):
@@ -24,12 +27,20 @@ class RunFailed(LauncherError):
 
 
 def run_locally(plan: Plan, out: TextIO = sys.stdout, from_scratch: bool = False) -> int:
-    """Prepare the run directory, launch the ranks, stream their output, report the result."""
+    """Prepare the run directory, launch the ranks, stream their output, report the result.
+
+    Everything the run creates is private to its owner (umask 077, inherited by the ranks)."""
     if plan.batch.nodes != 1:
         raise LauncherError(
             f"distributed.nodes is {plan.batch.nodes}: a local run uses this machine only. "
             "Set distributed.nodes=1 or submit to a cluster."
         )
+    check_local_paths(plan)
+    with private_files():
+        return run_private(plan, out, from_scratch)
+
+
+def run_private(plan: Plan, out: TextIO, from_scratch: bool) -> int:
     continuing = prepare_run_dir(plan, from_scratch=from_scratch)
     layout = plan.layout
     if layout.result_file.exists():
@@ -68,7 +79,9 @@ def interrupt(number: int, frame: object) -> None:
 
 
 def launch(plan: Plan, out: TextIO) -> int:
+    # The ranks inherit the environment as it is, secrets included; nothing writes it down.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    hidden = secret_values(plan.recipe.secrets)
     signal.signal(signal.SIGTERM, interrupt)  # `kill` of the launcher stops the ranks cleanly too
     with open(plan.layout.launcher_log, "a", encoding="utf-8") as log:
         process = subprocess.Popen(
@@ -83,6 +96,7 @@ def launch(plan: Plan, out: TextIO) -> int:
         try:
             assert process.stdout is not None
             for line in process.stdout:
+                line = mask(line, hidden)
                 out.write(line)
                 out.flush()
                 log.write(line)

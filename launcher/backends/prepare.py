@@ -2,27 +2,35 @@
 
 A run directory that already holds a plan is a run to continue: the new plan must resolve to the
 same recipe (otherwise the checkpoints would belong to another run), and the ranks resume from its
-newest complete checkpoint. Run directories are private to their owner (mode 0700).
+newest complete checkpoint. Run directories are private to their owner: folders 0700, files 0600,
+whatever the user's umask (the launcher and the ranks it starts create everything under umask 077).
+
+Before a launch, :func:`check_local_paths` makes sure the local files and folders the recipe names
+exist, so that a typo fails in a second with the key named, not minutes later inside every rank.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.plan.build import Plan
-from launcher.plan.memory import OPTIMIZER_STATE_BYTES, format_bytes
+from launcher.plan.memory import OPTIMIZER_STATE_BYTES, adam8bit_state_bytes, format_bytes
 from launcher.recipe.loader import differences
 from launcher.smoke_data import write_smoke_data
 
 PRIVATE_DIR = 0o700
+PRIVATE_UMASK = 0o077  # new folders 0700, new files 0600
+PRIVATE_SCRIPT = 0o700
 
 
 class RunDirError(LauncherError):
@@ -34,6 +42,11 @@ def prepare_run_dir(plan: Plan, from_scratch: bool = False) -> bool:
 
     ``from_scratch`` starts over: an existing run directory is renamed aside (never deleted).
     """
+    with private_files():
+        return prepare_private_run_dir(plan, from_scratch)
+
+
+def prepare_private_run_dir(plan: Plan, from_scratch: bool) -> bool:
     layout = plan.layout
     if from_scratch and layout.root.exists() and any(layout.root.iterdir()):
         kept = layout.root.with_name(f"{layout.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -46,7 +59,7 @@ def prepare_run_dir(plan: Plan, from_scratch: bool = False) -> bool:
         make_private_dir(folder)
     check_writable(layout.root)
     check_free_disk(layout.root, checkpoint_bytes(plan))
-    write_files(plan.files())
+    write_files(plan.files(), script_mode=PRIVATE_SCRIPT)
     if plan.smoke and plan.recipe.data.files:
         write_smoke_data(plan.recipe, layout.smoke_data_dir)
     return continuing
@@ -83,8 +96,11 @@ def checkpoint_bytes(plan: Plan) -> int | None:
     """About what one checkpoint takes on disk: fp32 weights plus the optimizer's states."""
     if plan.parameters is None:
         return None
-    per_parameter = 4 + OPTIMIZER_STATE_BYTES[plan.recipe.training.optimizer]
-    return plan.parameters.total * per_parameter
+    optimizer = plan.recipe.training.optimizer
+    if optimizer.endswith("_8bit"):
+        flat = plan.recipe.distributed.strategy == "deepspeed"
+        return 4 * plan.parameters.total + adam8bit_state_bytes(plan.parameters, 1, flat)
+    return plan.parameters.total * (4 + OPTIMIZER_STATE_BYTES[optimizer])
 
 
 def check_writable(folder: Path) -> None:
@@ -119,12 +135,113 @@ def make_private_dir(path: Path) -> None:
         raise RunDirError(f"cannot create the run directory {path}: {error.strerror}") from None
 
 
-def write_files(files: dict[Path, str]) -> None:
-    """Write each file atomically (temporary name, then rename) so readers never see half of one."""
+def write_files(files: dict[Path, str], script_mode: int = 0o755) -> None:
+    """Write each file atomically (temporary name, then rename) so readers never see half of one;
+    shell scripts get ``script_mode``."""
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
         partial.write_text(text)
         if path.suffix == ".sh":
-            partial.chmod(0o755)
+            partial.chmod(script_mode)
         partial.replace(path)
+
+
+@contextmanager
+def private_files() -> Iterator[None]:
+    """Everything created inside (and by processes started inside) is private to its owner."""
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+HUB_ID_HINT = "hub ids look like org/name"
+
+
+def check_local_paths(plan: Plan) -> None:
+    """Refuse a launch whose local data files, model or tokenizer folder do not exist, naming
+    every such key at once (exit 2). Hub ids are left to the hub client in the ranks.
+
+    Generated smoke data is skipped: it is written into the run directory just before launch.
+    """
+    recipe, problems = plan.recipe, []
+    for split, value in (recipe.data.files or {}).items():
+        paths = [value] if isinstance(value, str) else value
+        for index, path in enumerate(paths):
+            key = f"data.files.{split}" + (f"[{index}]" if isinstance(value, list) else "")
+            misread = misread_by_datasets(path)
+            if misread:
+                problems.append(RecipeProblem(plan.source, key, misread))
+                continue
+            if Path(path).is_relative_to(plan.layout.smoke_data_dir) or Path(path).is_file():
+                continue
+            what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+            message = f"{path} {what} (relative paths are read from where launcher runs)"
+            problems.append(RecipeProblem(plan.source, key, message))
+    folders = [("model.pretrained", recipe.model.pretrained)]
+    tokenizer = recipe.tokenizer
+    if tokenizer.train is None or tokenizer.train.algorithm == "retrain":
+        folders.append(("tokenizer.pretrained", tokenizer.pretrained))
+    for key, name in folders:
+        problem = missing_folder(name) if name else None
+        if problem:
+            problems.append(RecipeProblem(plan.source, key, problem))
+    if problems:
+        raise RecipeError(problems)
+
+
+# What `datasets.load_dataset(data_files=...)` reads as something other than the path: `$NAME`
+# and `${NAME}` are replaced from the environment (os.path.expandvars), `*?[` are glob patterns.
+DATASETS_REWRITES = re.compile(r"\$(?=[A-Za-z_{])|[*?[]")
+
+
+def misread_by_datasets(path: str) -> str | None:
+    """Why the datasets library would load another file than ``path``, or None."""
+    found = DATASETS_REWRITES.search(path)
+    if found is None:
+        return None
+    what = "a $ before a name" if found.group() == "$" else f"the glob character {found.group()}"
+    return (
+        f"{path} holds {what}, which the datasets library expands (it would read another file, "
+        "or none); rename the file or folder (a generated file lives in --run-dir)"
+    )
+
+
+def missing_folder(name: str) -> str | None:
+    """Why ``name`` (model or tokenizer) is a local folder that is not there; None when it is
+    there, or when it reads as a hub id."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return None
+    if path.exists():
+        return f"{name} is a file; from_pretrained needs a folder (or a hub id: {HUB_ID_HINT})"
+    reason = local_path_reason(name)
+    if reason is None:
+        return None
+    return f"{name} does not exist (a local folder, since it {reason}); {HUB_ID_HINT}"
+
+
+def local_path_reason(name: str) -> str | None:
+    """Why a missing ``name`` must be a local path, not a hub id; None when it may be a hub id.
+
+    A hub id is ``name`` or ``org/name``: one '/' at most, never at the start. ``org/name`` is
+    ambiguous when ``org`` is also a folder here; the folder wins, as it would for anyone
+    reading the recipe in this directory.
+    """
+    if name.startswith("~"):
+        return "starts with ~"
+    for prefix in ("/", "./", "../"):
+        if name.startswith(prefix):
+            return f"starts with {prefix}"
+    if name in (".", ".."):
+        return f"is {name}"
+    if name.count("/") > 1:
+        return "has more than one '/'"
+    if os.sep != "/" and os.sep in name:
+        return f"contains {os.sep}"
+    head, slash, _ = name.partition("/")
+    if slash and Path(head).is_dir():
+        return f"starts with {head}/, a folder here"
+    return None

@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError
 from launcher.errors import RecipeError, RecipeProblem
 from launcher.recipe.loader import (
     LayeredRecipe,
-    describe_validation_error,
+    describe_validation_errors,
     display_path,
     find_yaml,
     read_yaml_mapping,
@@ -135,7 +135,7 @@ def load_profile(name: str) -> ClusterProfile:
     except ValidationError as error:
         layered = LayeredRecipe(data=data, main_source=source)
         raise RecipeError(
-            [describe_validation_error(item, layered, ClusterProfile) for item in error.errors()]
+            describe_validation_errors(error.errors(), data, layered, ClusterProfile)
         ) from None
     problems = [
         RecipeProblem(source, f"slurm.{key}", unknown_option_message(key))

@@ -4,6 +4,12 @@ Pure parts first: :func:`cluster_overrides` (what the profile adds to the recipe
 :func:`executor_parameters` (the sbatch settings). The edge: :func:`submit` (sbatch via submitit)
 and :func:`standalone_script` (a script for users who run ``sbatch`` themselves). No torch,
 transformers or deepspeed is imported here: submitting happens on login nodes.
+
+Shell safety: every value in the batch script is quoted (submitit quotes ``#SBATCH`` values and
+paths; the interpreter, exports and the standalone command are quoted here). ``#SBATCH`` lines
+end at a newline, so values with line breaks are refused rather than quoted. Secrets reach the job
+through the environment ``sbatch`` exports from the submitting shell, never through the script:
+the profile's ``env`` (written into the script) may not name one.
 """
 
 from __future__ import annotations
@@ -14,11 +20,17 @@ import sys
 import time
 from typing import Any
 
-from launcher.backends.prepare import prepare_run_dir
+from launcher.backends.prepare import (
+    check_local_paths,
+    make_private_dir,
+    prepare_run_dir,
+    private_files,
+)
 from launcher.backends.profile import ClusterProfile
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.plan.build import Plan
-from launcher.recipe.schema import Recipe
+from launcher.recipe.schema import ENV_NAME, Recipe
+from launcher.secret_env import secret_names
 
 NODE_MODULE = "launcher.backends.slurm_node"
 
@@ -54,6 +66,7 @@ def cluster_overrides(recipe: Recipe, profile: ClusterProfile, nodes: int | None
 
 def executor_parameters(plan: Plan, profile: ClusterProfile) -> dict[str, Any]:
     """submitit ``SlurmExecutor`` parameters (sbatch options) for this plan on this cluster."""
+    check_script_values(plan, profile)
     resources = plan.recipe.resources
     exports = [f"export {name}={shlex.quote(value)}" for name, value in profile.env.items()]
     parameters: dict[str, Any] = {
@@ -81,6 +94,40 @@ def executor_parameters(plan: Plan, profile: ClusterProfile) -> dict[str, Any]:
     return parameters
 
 
+def check_script_values(plan: Plan, profile: ClusterProfile) -> None:
+    """Refuse what quoting cannot make safe in a batch script: line breaks in ``#SBATCH`` values
+    and paths, export names that are not names, and secrets in the profile's ``env``."""
+    source = f"cluster profile {profile.name}"
+    problems = []
+    one_line = {
+        "--run-dir": str(plan.layout.root),
+        "python": node_python(profile),
+        "partition": profile.partition,
+        "account": profile.account,
+        "qos": profile.qos,
+        "constraint": profile.constraint,
+        **{f"slurm.{key}": value for key, value in profile.slurm.items()},
+    }
+    for key, value in one_line.items():
+        if isinstance(value, str) and any(ch in value for ch in "\n\r\0"):
+            problems.append(
+                RecipeProblem(source, key, f"{value!r} holds a line break; a batch script cannot")
+            )
+    secret = set(secret_names(plan.recipe.secrets))
+    for name in profile.env:
+        if not ENV_NAME.fullmatch(name):
+            message = "not an environment variable name (letters, digits, '_')"
+            problems.append(RecipeProblem(source, f"env.{name}", message))
+        elif name in secret:
+            message = (
+                "is a secret, and the profile's env is written into the batch script. Export "
+                "it in the shell that runs `launcher submit` instead: sbatch passes it on."
+            )
+            problems.append(RecipeProblem(source, f"env.{name}", message))
+    if problems:
+        raise RecipeError(problems)
+
+
 def node_python(profile: ClusterProfile) -> str:
     return profile.python or sys.executable
 
@@ -88,8 +135,9 @@ def node_python(profile: ClusterProfile) -> str:
 def make_executor(plan: Plan, profile: ClusterProfile) -> Any:
     import submitit
 
+    # submitit puts `python` into the script as it is given (it quotes only its own default).
     executor = submitit.SlurmExecutor(
-        folder=plan.layout.slurm_dir, python=node_python(profile), max_num_timeout=100
+        folder=plan.layout.slurm_dir, python=shlex.quote(node_python(profile)), max_num_timeout=100
     )
     executor.update_parameters(**executor_parameters(plan, profile))
     return executor
@@ -113,20 +161,24 @@ def standalone_script(plan: Plan, profile: ClusterProfile) -> str:
 
 def prepare_cluster_run(plan: Plan, from_scratch: bool = False) -> None:
     """The run directory of a cluster run: the plan, and the folder for the batch scripts."""
+    check_local_paths(plan)
     prepare_run_dir(plan, from_scratch=from_scratch)
-    plan.layout.slurm_dir.mkdir(parents=True, exist_ok=True)
+    make_private_dir(plan.layout.slurm_dir)
 
 
 def submit(plan: Plan, profile: ClusterProfile, from_scratch: bool = False) -> str:
     """Prepare the run directory, submit, record the job; return its id at once."""
     from launcher.backends.slurm_node import NodeTask
 
+    executor = make_executor(plan, profile)  # checks the script's values before anything is made
     prepare_cluster_run(plan, from_scratch)
-    executor = make_executor(plan, profile)
-    try:
-        job = executor.submit(NodeTask(str(plan.layout.root), node_python(profile)))
-    except Exception as error:  # submitit wraps sbatch's complaint in its own error types
-        raise LauncherError(f"sbatch refused the job: {str(error).strip()}") from None
-    record = {"job_id": str(job.job_id), "cluster": profile.name, "submitted": time.time()}
-    plan.layout.job_file.write_text(json.dumps(record, indent=2) + "\n")
+    # The task pickled into slurm/ holds the run directory and interpreter only, no environment.
+    task = NodeTask(str(plan.layout.root), node_python(profile))
+    with private_files():
+        try:
+            job = executor.submit(task)
+        except Exception as error:  # submitit wraps sbatch's complaint in its own error types
+            raise LauncherError(f"sbatch refused the job: {str(error).strip()}") from None
+        record = {"job_id": str(job.job_id), "cluster": profile.name, "submitted": time.time()}
+        plan.layout.job_file.write_text(json.dumps(record, indent=2) + "\n")
     return str(job.job_id)

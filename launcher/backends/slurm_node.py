@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.backends.prepare import PRIVATE_UMASK
 from launcher.checkpoints import checkpoint_step, latest_complete_checkpoint
 from launcher.contract import RunLayout
 from launcher.plan.build import RANK_ENTRY_MODULE
@@ -56,12 +59,7 @@ class NodePlace:
 
 def place_from_slurm() -> NodePlace:
     """This node's place, read from SLURM's environment (``srun`` sets it for every task)."""
-    hosts = subprocess.run(
-        ["scontrol", "show", "hostnames", os.environ["SLURM_JOB_NODELIST"]],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    hosts = job_hosts(os.environ["SLURM_JOB_NODELIST"])
     return NodePlace(
         job_id=os.environ["SLURM_JOB_ID"],
         node_rank=int(os.environ["SLURM_NODEID"]),
@@ -69,6 +67,38 @@ def place_from_slurm() -> NodePlace:
         main_host=hosts[0],
         attempt=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
     )
+
+
+def job_hosts(nodelist: str) -> list[str]:
+    """The hosts of a SLURM node list (``gpu[01-04],n7``), by ``scontrol`` where it exists; in a
+    container without SLURM's commands, by :func:`expand_hostlist`."""
+    if shutil.which("scontrol") is None:
+        return expand_hostlist(nodelist)
+    return subprocess.run(
+        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
+    ).stdout.split()
+
+
+def expand_hostlist(nodelist: str) -> list[str]:
+    """``a[1-2]-b[3,5]`` -> a1-b3 a1-b5 a2-b3 a2-b5: SLURM's hostlist syntax, in its order."""
+    hosts: list[str] = []
+    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", nodelist):
+        expanded = [""]
+        for text, ranges in re.findall(r"([^\[]*)(?:\[([^\]]*)\])?", item):
+            choices = [text + number for number in expand_ranges(ranges)] if ranges else [text]
+            expanded = [head + choice for head in expanded for choice in choices]
+        hosts += expanded
+    return hosts
+
+
+def expand_ranges(ranges: str) -> list[str]:
+    """``01-03,7`` -> 01 02 03 7 (a range keeps its first number's zero padding)."""
+    numbers: list[str] = []
+    for part in ranges.split(","):
+        first, _, last = part.partition("-")
+        width = len(first)
+        numbers += [f"{n:0{width}d}" for n in range(int(first), int(last or first) + 1)]
+    return numbers
 
 
 def node_command(python: str, layout: RunLayout, place: NodePlace) -> list[str]:
@@ -144,6 +174,7 @@ def run_attempt(
     """One attempt on this node: start its ranks, wait for them, record how it ended (first
     node only). Returns (reason, step, returncode). Polls rather than ``Popen.wait``, which a
     signal handler interrupting it could deadlock on."""
+    os.umask(PRIVATE_UMASK)  # what this task and its ranks create stays private, as locally
     if place.node_rank == 0:
         record_start(layout, place)
     process = start_ranks(python, layout, place)
@@ -202,7 +233,10 @@ def standalone_main(run_dir: str) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     reason, _, _ = run_attempt(layout, place, sys.executable, record_time_limit=True)
     if place.node_rank == 0 and reason == "time-limit":
-        subprocess.run(["scontrol", "requeue", place.job_id], check=False)
+        if shutil.which("scontrol") is None:  # a container without SLURM's commands
+            print(f"time limit: checkpoint saved; no scontrol here to requeue job {place.job_id}")
+        else:
+            subprocess.run(["scontrol", "requeue", place.job_id], check=False)
     return 1 if reason == "failed" else 0
 
 

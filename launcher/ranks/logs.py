@@ -1,27 +1,33 @@
 """Each rank keeps its own log, ``logs/rank-N.log``, as well as printing to the launch's output.
 
 Installed before transformers is imported, so the library's log handlers (bound to ``sys.stderr``
-when created) write through the tee too.
+when created) write through the tee too. The tee hides secret values (``launcher.secret_env``) in
+what it writes, to the terminal and to the file alike: the always-secret tokens from the start,
+the recipe's own ``secrets`` once :func:`guard_secrets` has read them.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
+
+from launcher.secret_env import mask, presence_line, secret_values
 
 
 class Tee:
     """A text stream that writes to the original stream and to the rank's log file."""
 
-    def __init__(self, stream: TextIO, log: TextIO):
+    def __init__(self, stream: TextIO, log: TextIO, hidden: Iterable[str] = ()):
         self.stream, self.log = stream, log
+        self.hidden = list(hidden)
 
     def write(self, text: str) -> int:
-        self.stream.write(text)
-        self.log.write(text)
+        shown = mask(text, self.hidden)
+        self.stream.write(shown)
+        self.log.write(shown)
         return len(text)
 
     def flush(self) -> None:
@@ -40,8 +46,19 @@ def rank_log(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8", buffering=1) as log:
         stdout, stderr = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = Tee(stdout, log), Tee(stderr, log)
+        hidden = secret_values()
+        sys.stdout, sys.stderr = Tee(stdout, log, hidden), Tee(stderr, log, hidden)
         try:
             yield
         finally:
             sys.stdout, sys.stderr = stdout, stderr
+
+
+def guard_secrets(declared: Iterable[str]) -> str:
+    """Hide the recipe's ``secrets`` too from now on; return the line that names (never shows)
+    the secrets this rank received."""
+    declared = list(declared)
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, Tee):
+            stream.hidden = secret_values(declared)
+    return presence_line(declared)

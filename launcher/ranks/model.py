@@ -67,20 +67,50 @@ def consumes_item_count(task: str) -> bool:
 
 
 def load_pretrained(recipe: Recipe, task_kwargs: dict[str, Any]) -> Any:
+    """``from_pretrained`` with the recipe's ``trust_remote_code`` (off unless the recipe turns it
+    on: a model folder's own Python code runs only then); failures name the recipe key."""
+    import os
+
     model_section = recipe.model
+    assert model_section.pretrained is not None
     try:
         return auto_class(recipe.task).from_pretrained(
-            model_section.pretrained,
+            os.path.expanduser(model_section.pretrained),
             trust_remote_code=model_section.trust_remote_code,
             attn_implementation=model_section.attn_implementation,
             **task_kwargs,
         )
     except OSError as error:
-        first = str(error).strip().splitlines()[0]
         raise LauncherError(
-            f"model.pretrained: cannot load {model_section.pretrained!r} ({first}). Offline, "
-            "point it at a local model folder, or try the recipe with --smoke."
+            f"model.pretrained: cannot load {model_section.pretrained!r} ({first_line(error)}). "
+            "Offline, point it at a local model folder, or try the recipe with --smoke."
         ) from error
+    except ValueError as error:
+        if refused_remote_code(error):
+            raise LauncherError(
+                remote_code_message("model.pretrained", model_section.pretrained)
+            ) from None
+        raise LauncherError(
+            f"model.pretrained: cannot load {model_section.pretrained!r}: {first_line(error)}"
+        ) from error
+
+
+def refused_remote_code(error: Exception) -> bool:
+    """transformers refuses a model or tokenizer that ships code when trust_remote_code is off."""
+    return "trust_remote_code" in str(error)
+
+
+def remote_code_message(key: str, name: str) -> str:
+    return (
+        f"{key}: {name!r} ships its own Python code (auto_map in its config), which runs only "
+        "with model.trust_remote_code=true. Read that code first; set it only for a source you "
+        "trust."
+    )
+
+
+def first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int]:
