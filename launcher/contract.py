@@ -79,6 +79,11 @@ class RunLayout:
         return self.root / "metrics.jsonl"
 
     @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard event files, written by rank 0 (``tensorboard --logdir RUN/tensorboard``)."""
+        return self.root / "tensorboard"
+
+    @property
     def smoke_data_dir(self) -> Path:
         return self.root / "smoke-data"
 

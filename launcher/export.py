@@ -78,13 +78,23 @@ def export_checkpoint(run_dir: Path, output: Path, step: int | None = None) -> P
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
-    count = sum(p.numel() for p in loaded.model.parameters())  # tied weights count once
-    print(
-        f"exported step {checkpoint_step(checkpoint)} of {layout.root} ({loaded.source}, "
-        f"{count:,} parameters, {len(loaded.truth)} tensors equal to the checkpoint's) "
-        f"to {output}{loaded.note}"
-    )
+    print(summary_line(layout, checkpoint, loaded, output))
     return output
+
+
+def summary_line(layout: RunLayout, checkpoint: Path, loaded: Loaded, output: Path) -> str:
+    """What the export produced, from what, and where: the last line ``launcher export`` prints."""
+    from launcher.plan.memory import format_bytes
+
+    count = sum(p.numel() for p in loaded.model.parameters())  # tied weights count once
+    files = weight_files(output)
+    size = format_bytes(sum(path.stat().st_size for path in files))
+    where = files[0] if len(files) == 1 else f"{output} ({len(files)} shards)"
+    return (
+        f"exported step {checkpoint_step(checkpoint)} of {layout.root} ({loaded.source}): "
+        f"{len(loaded.truth)} tensors, {count:,} parameters, {size}, each equal to the "
+        f"checkpoint's -> {where}{loaded.note}"
+    )
 
 
 @dataclass(frozen=True)
@@ -292,11 +302,14 @@ def copy_tokenizer(tokenizer_dir: Path, folder: Path) -> None:
 def compare_export(loaded: Loaded, folder: Path) -> None:
     """Every tensor of the truth must be in the export, exactly (a tied name through its alias)."""
     import torch
+    from tqdm import tqdm
 
     saved = read_weights(folder)
     aliases = tied_aliases(loaded.model)
     problems, covered = [], set()
-    for name, want in loaded.truth.items():
+    # A bar on a terminal only (disable=None); large models take a while tensor by tensor.
+    checking = tqdm(loaded.truth.items(), desc="checking tensors", unit="tensor", disable=None)
+    for name, want in checking:
         key = (
             name if name in saved else next((a for a in aliases.get(name, ()) if a in saved), None)
         )

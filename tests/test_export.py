@@ -8,7 +8,10 @@ for DeepSpeed, the fp32 master weights DeepSpeed itself rebuilds from the ZeRO s
 from __future__ import annotations
 
 import argparse
+import io
+import re
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +20,7 @@ from conftest import launcher, load_weights
 
 from launcher.errors import LauncherError
 from launcher.export import cli_export, compare_export, export_checkpoint, load_saved_model
+from launcher.plan.memory import format_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +99,6 @@ def test_newest_checkpoint_exports_the_trained_weights(
 
     summary = last_line(capsys)
     assert summary.startswith(f"exported step 4 of {run_dir} (")
-    assert summary.endswith(f"to {exported}")
     assert ("DDP" if name == "ddp" else "fp32 master weights from global_step4") in summary
     assert sorted(p.name for p in exported.iterdir()) == [
         "config.json",
@@ -105,6 +108,13 @@ def test_newest_checkpoint_exports_the_trained_weights(
         "tokenizer_config.json",
     ]
     model = AutoModelForCausalLM.from_pretrained(exported)
+    weights_file = exported / "model.safetensors"
+    assert summary.endswith(
+        f": {len(load_weights(exported))} tensors, "
+        f"{sum(p.numel() for p in model.parameters()):,} parameters, "
+        f"{format_bytes(weights_file.stat().st_size)}, each equal to the checkpoint's "
+        f"-> {weights_file}"
+    ), summary
     weights = model.state_dict()
     if name == "ddp":
         assert max_abs_diff(weights, load_weights(checkpoint(run_dir, 4))) == 0.0
@@ -196,6 +206,20 @@ def test_refusals_name_the_folder_and_the_way_out(
         export_checkpoint(copy, tmp_path / "other")
     assert not (tmp_path / "other").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no leftovers
+
+
+def test_a_terminal_gets_a_progress_bar_a_log_does_not(
+    trained: Callable[[str], Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_dir = trained("ddp")
+    for tty in (False, True):
+        stream = io.StringIO()
+        stream.isatty = lambda tty=tty: tty  # type: ignore[method-assign]
+        monkeypatch.setattr(sys, "stderr", stream)
+        export_checkpoint(run_dir, tmp_path / f"tty-{tty}")
+        bar = re.search(r"checking tensors: 100%\|.*\| (\d+)/\1 ", stream.getvalue())
+        assert bool(bar) == tty, stream.getvalue()[-500:]
+    assert int(bar.group(1)) == len(load_weights(tmp_path / "tty-True"))
 
 
 def test_a_differing_tensor_fails_the_check(trained: Callable[[str], Path], tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -474,6 +475,54 @@ def test_retrain_keeps_the_base_pipeline(local_tokenizer: Path) -> None:
     assert "ĠPOST" in tokenizer.get_vocab() and "ĠPOST" not in base.get_vocab()
     sample = other_text[0]
     assert len(tokenizer(sample).input_ids) < len(base(sample).input_ids)
+
+
+@pytest.mark.parametrize("algorithm", ["wordpiece", "retrain"])
+def test_stage_ends_with_a_summary_of_what_it_trained_on_and_where(
+    algorithm: str, local_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from launcher.plan.memory import format_bytes
+    from launcher.ranks.tokenizer_stage import build_tokenizer, save_tokenizer
+    from launcher.recipe.schema import Recipe
+
+    train = {"algorithm": algorithm, "vocab_size": 300, "special_tokens": ["[UNK]", "[PAD]"]}
+    tokenizer_section: dict = {"train": train}
+    if algorithm == "retrain":
+        tokenizer_section["pretrained"] = str(local_tokenizer)
+        train["special_tokens"] = ["<pad>"]
+    recipe = Recipe.model_validate(
+        {"name": "t", "task": "mlm", "tokenizer": tokenizer_section, "data": {"text_column": "t"}}
+    )
+    # Empty texts are left out of training, and out of the count.
+    tokenizer = build_tokenizer(recipe, {"train": {"t": [*CORPUS[:200], "", *CORPUS[200:]]}})
+    folder = tmp_path / "tok"
+    save_tokenizer(tokenizer, folder)
+
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    size = format_bytes(sum(len(text.encode("utf-8")) for text in CORPUS))
+    kind = f"{local_tokenizer} retrained" if algorithm == "retrain" else "wordpiece"
+    assert re.fullmatch(
+        rf"tokenizer: {re.escape(kind)}, {len(tokenizer)} tokens, trained on {re.escape(size)} "
+        rf"\({len(CORPUS)} texts\) in [\d.]+ m?s -> {re.escape(str(folder))}",
+        line,
+    ), line
+    assert AutoTokenizer.from_pretrained(folder).get_vocab() == tokenizer.get_vocab()
+
+
+def test_stage_summary_of_a_loaded_tokenizer_names_its_source(
+    local_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from launcher.ranks.tokenizer_stage import build_tokenizer, save_tokenizer
+    from launcher.recipe.schema import Recipe
+
+    recipe = Recipe.model_validate(
+        {"name": "t", "task": "mlm", "tokenizer": {"pretrained": str(local_tokenizer)}}
+    )
+    tokenizer = build_tokenizer(recipe, None)
+    save_tokenizer(tokenizer, tmp_path / "tok")
+    assert capsys.readouterr().out.strip() == (
+        f"tokenizer: loaded from {local_tokenizer}, {len(tokenizer)} tokens -> {tmp_path / 'tok'}"
+    )
 
 
 def test_pad_alias_without_that_token_names_the_key() -> None:

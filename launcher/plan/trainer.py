@@ -56,7 +56,12 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
         "greater_is_better": greater,
         "activation_checkpointing": training.gradient_checkpointing,
         "dataloader_num_workers": training.dataloader_num_workers,
-        "report_to": "none",
+        # Event files go to RUN/tensorboard: transformers 5 has no `logging_dir` argument, so the
+        # rank points TENSORBOARD_LOGGING_DIR there (ranks/callbacks.py, MetricsLog).
+        "report_to": ["tensorboard"],
+        # Real tokens per step, gathered from every rank: the throughput that metrics.jsonl and
+        # `launcher plot` show as tokens per second.
+        "include_num_input_tokens_seen": token_count(recipe),
         "deepspeed": str(layout.deepspeed_file)
         if recipe.distributed.strategy == "deepspeed"
         else None,
@@ -73,3 +78,10 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
             }
         )
     return args
+
+
+def token_count(recipe: Recipe) -> str:
+    """How the Trainer counts real tokens: packed SFT rows have no padding, and there the
+    ``non_padding`` count (ids equal to the pad id) would also drop the EOS tokens that share
+    the pad id; padded batches carry an attention mask, which ``non_padding`` sums."""
+    return "all" if recipe.task == "sft" and recipe.data.packing else "non_padding"

@@ -15,7 +15,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from launcher.checkpoints import rotate, write_manifest
-from launcher.contract import RunContract
+from launcher.contract import RunContract, RunLayout
 from launcher.ranks.runtime import check_numbers, numbers_seen
 
 
@@ -67,17 +67,76 @@ def bitsandbytes_details(optimizer: Any) -> str:
 
 
 class MetricsLog(TrainerCallback):
-    """Appends every log (loss, learning rate, eval metrics) to ``metrics.jsonl`` on rank 0."""
+    """Appends every log (loss, learning rate, eval metrics) to ``metrics.jsonl`` on rank 0, each
+    training log with the throughput since the previous one; points TensorBoard into the run.
 
-    def __init__(self, path: Path):
+    Throughput is measured here rather than taken from the Trainer, whose ``train_*_per_second``
+    average over the whole session: ``samples_per_second`` is optimizer steps x global batch and
+    ``tokens_per_second`` the tokens of every rank (padding left out), each over the wall time on
+    rank 0 since the previous training log. The clock restarts after an evaluation or a
+    checkpoint save, so those pauses are not counted as training.
+    """
+
+    def __init__(self, path: Path, tensorboard_dir: Path | None = None):
         self.path = path
+        # transformers 5 has no `logging_dir`: its TensorBoard callback reads this variable when
+        # the Trainer is built, which is after this callback is made (ranks/entry.py).
+        folder = tensorboard_dir or RunLayout(path.parent).tensorboard_dir
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(folder)
+        self.global_batch = 0
+        self.mark: tuple[float, int, int] | None = None  # (time, step, tokens) of the last log
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        world = max(1, args.world_size)
+        self.global_batch = args.per_device_train_batch_size * args.gradient_accumulation_steps
+        self.global_batch *= world
+        self.restart_clock(state)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.restart_clock(state)
+
+    def on_save(self, args, state, control, **kwargs):
+        self.restart_clock(state)
+
+    def restart_clock(self, state) -> None:
+        self.mark = (time.time(), state.global_step, state.num_input_tokens_seen or 0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs:
             return
-        record = {"step": state.global_step, "epoch": state.epoch, "time": time.time(), **logs}
+        now = time.time()
+        record = {"step": state.global_step, "epoch": state.epoch, "time": now, **logs}
+        if "loss" in logs and self.mark is not None:
+            record.update(self.throughput(now, state))
+            record.update(peak_gpu_memory())
         with open(self.path, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(record) + "\n")
+
+    def throughput(self, now: float, state) -> dict[str, float]:
+        """Samples and tokens per second since the last mark; the mark moves to now."""
+        assert self.mark is not None
+        then, step, tokens = self.mark
+        seen = state.num_input_tokens_seen or 0
+        self.mark = (now, state.global_step, seen)
+        seconds, steps = now - then, state.global_step - step
+        if seconds <= 0 or steps <= 0:
+            return {}
+        figures = {
+            "interval_seconds": round(seconds, 6),
+            "samples_per_second": round(steps * self.global_batch / seconds, 4),
+        }
+        if seen > tokens:
+            figures["tokens_per_second"] = round((seen - tokens) / seconds, 2)
+        return figures
+
+
+def peak_gpu_memory() -> dict[str, int]:
+    """Rank 0's peak CUDA memory so far (what ``benchmarks/gpu_sft.py`` reports); none on CPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"max_memory_allocated": torch.cuda.max_memory_allocated()}
 
 
 class CheckpointCompletion(TrainerCallback):

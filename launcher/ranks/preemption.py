@@ -27,6 +27,7 @@ class StopOnSignal(TrainerCallback):
         self.state = state
         self.received: int | None = None
         self.stopped_at: int | None = None
+        self.group = flag_group()
         for number in STOP_SIGNALS:
             signal.signal(number, self._note)
 
@@ -53,13 +54,26 @@ class StopOnSignal(TrainerCallback):
         flag = 1.0 if self.received is not None else 0.0
         if not (dist.is_available() and dist.is_initialized()):
             return bool(flag)
-        tensor = torch.tensor([flag], device=self.state.device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        # A CPU tensor over a gloo group: reading a GPU flag back would stall every step.
+        tensor = torch.tensor([flag])
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group)
         return bool(tensor.item())
 
     @property
     def signal_name(self) -> str:
         return signal.Signals(self.received).name if self.received else "another rank's signal"
+
+
+def flag_group() -> Any:
+    """The process group the stop flag travels on: the default one when it is gloo (CPU), else a
+    gloo group made once by every rank (``new_group`` must be called by all of them, in order)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    if dist.get_backend() == "gloo":
+        return None
+    return dist.new_group(backend="gloo")
 
 
 def write_stopped(path: Path, step: int, signal_name: str) -> None:

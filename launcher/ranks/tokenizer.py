@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Sized
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from launcher.errors import LauncherError
@@ -62,6 +65,21 @@ PAD_ALIASES = ("eos", "unk", "bos")
 BATCH_SIZE = 1000
 
 
+@dataclass
+class TextStats:
+    """What a trainer consumed, counted on the way in: for the stage's one-line summary."""
+
+    texts: int = 0
+    bytes: int = 0  # UTF-8
+    seconds: float = 0.0  # reading the texts and training
+
+
+def progress_bars() -> bool:
+    """The trainers' progress bars only on a terminal: in a log they draw nothing but blank
+    lines (the rank logs' stderr is not a terminal)."""
+    return sys.stderr.isatty()
+
+
 def train_tokenizer(
     settings: TrainedTokenizerSection,
     texts: Iterable[str],
@@ -69,15 +87,21 @@ def train_tokenizer(
     base: str | None = None,
     model_max_length: int | None = None,
     trust_remote_code: bool = False,
+    stats: TextStats | None = None,
 ) -> PreTrainedTokenizerFast:
-    """Train a tokenizer on ``texts`` as ``settings`` say; ``base`` is the tokenizer to retrain."""
+    """Train a tokenizer on ``texts`` as ``settings`` say; ``base`` is the tokenizer to retrain.
+
+    ``stats``, when given, counts the texts and bytes the trainer read."""
+    stats = stats if stats is not None else TextStats()
     if settings.algorithm == "retrain":
-        return _retrain(settings, texts, base, model_max_length, trust_remote_code)
+        return _retrain(settings, texts, base, model_max_length, trust_remote_code, stats)
 
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer, trainer = build_pipeline(settings)
-    tokenizer.train_from_iterator(_batches(texts), trainer=trainer, length=_length(texts))
+    tokenizer, trainer = build_pipeline(settings, show_progress=progress_bars())
+    length, started = _length(texts), time.perf_counter()
+    tokenizer.train_from_iterator(_batches(texts, stats=stats), trainer=trainer, length=length)
+    stats.seconds = time.perf_counter() - started
     roles = special_token_roles(settings.special_tokens)
     if "cls_token" in roles and "sep_token" in roles:
         tokenizer.post_processor = _bert_template(tokenizer, roles["cls_token"], roles["sep_token"])
@@ -98,10 +122,11 @@ def prepare_tokenizer(
     texts: Callable[[], Iterable[str]],
     model_max_length: int | None = None,
     trust_remote_code: bool = False,
+    stats: TextStats | None = None,
 ) -> PreTrainedTokenizerBase:
     """The run's tokenizer: trained or loaded, then with its pad token and extra specials set.
 
-    ``texts`` is called only when the tokenizer is trained. A tokenizer that ends up without a pad
+    ``texts`` is called only when the tokenizer is trained (``stats`` then counts them). A tokenizer that ends up without a pad
     token is returned as is: whether that matters depends on the task, which the caller knows.
     """
     if section.train is not None:
@@ -111,6 +136,7 @@ def prepare_tokenizer(
             base=section.pretrained,
             model_max_length=model_max_length,
             trust_remote_code=trust_remote_code,
+            stats=stats,
         )
     else:
         key, name = _pretrained_source(section, model_pretrained)
@@ -168,12 +194,18 @@ def load_pretrained(
             f"the Hugging Face Hub; {offline}. ({_first_line(error)})"
         ) from error
     except ValueError as error:
+        if "trust_remote_code" in str(error):  # its own code, and model.trust_remote_code is off
+            from launcher.ranks.model import remote_code_message
+
+            raise LauncherError(remote_code_message(key, name)) from None
         raise LauncherError(
             f"{key}: cannot load tokenizer {name!r}: {_first_line(error)}"
         ) from error
 
 
-def build_pipeline(settings: TrainedTokenizerSection) -> tuple[Tokenizer, Trainer]:
+def build_pipeline(
+    settings: TrainedTokenizerSection, show_progress: bool = False
+) -> tuple[Tokenizer, Trainer]:
     """The untrained tokenizer and its trainer for a from-scratch ``settings.algorithm``.
 
     Each is the pipeline of the ``tokenizers`` library's own implementation of that kind
@@ -195,7 +227,7 @@ def build_pipeline(settings: TrainedTokenizerSection) -> tuple[Tokenizer, Traine
     common = {
         "vocab_size": settings.vocab_size,
         "special_tokens": list(settings.special_tokens),
-        "show_progress": False,
+        "show_progress": show_progress,
     }
     limit = {} if settings.limit_alphabet is None else {"limit_alphabet": settings.limit_alphabet}
     steps: list[normalizers.Normalizer] = []
@@ -267,6 +299,7 @@ def _retrain(
     base: str | None,
     model_max_length: int | None,
     trust_remote_code: bool,
+    stats: TextStats,
 ) -> PreTrainedTokenizerFast:
     """``train_new_from_iterator`` on ``base``: its normalizer, pre-tokenizer and specials stay."""
     if base is None:
@@ -291,7 +324,7 @@ def _retrain(
             f"tokenizer.pretrained: {base!r} has no fast (tokenizers) version to retrain"
         )
     model_type = original.backend_tokenizer.model.__class__.__name__
-    kwargs: dict[str, object] = {"show_progress": False}
+    kwargs: dict[str, object] = {"show_progress": progress_bars()}
     # The trainers take different settings: Unigram's neither, WordLevel's no alphabet limit.
     if model_type in ("BPE", "WordPiece", "WordLevel"):
         kwargs["min_frequency"] = settings.min_frequency
@@ -300,9 +333,10 @@ def _retrain(
     # The base's special tokens survive retraining; the rest of its vocabulary does not.
     present = set(original.all_special_tokens)
     new_special = [t for t in settings.special_tokens if t not in present]
+    started = time.perf_counter()
     try:
         tokenizer = original.train_new_from_iterator(
-            _batches(texts),
+            _batches(texts, stats=stats),
             settings.vocab_size,
             length=_length(texts),
             new_special_tokens=new_special or None,
@@ -312,6 +346,7 @@ def _retrain(
         raise LauncherError(
             f"tokenizer.train.algorithm: cannot retrain {base!r}: {_first_line(error)}"
         ) from error
+    stats.seconds = time.perf_counter() - started
     # A new token named for a role the base leaves empty (a '<pad>' for GPT-2, say) takes it.
     for role, token in special_token_roles(new_special).items():
         if getattr(tokenizer, role) is None:
@@ -356,10 +391,15 @@ def _add_special_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -
         )
 
 
-def _batches(texts: Iterable[str], size: int = BATCH_SIZE) -> Iterator[list[str]]:
+def _batches(
+    texts: Iterable[str], size: int = BATCH_SIZE, stats: TextStats | None = None
+) -> Iterator[list[str]]:
     """Lists of ``size`` texts: the trainer takes a batch per call into Rust, far faster."""
     iterator = iter(texts)
     while batch := list(itertools.islice(iterator, size)):
+        if stats is not None:
+            stats.texts += len(batch)
+            stats.bytes += sum(len(text.encode("utf-8")) for text in batch)
         yield batch
 
 
