@@ -17,104 +17,121 @@ heavy parts inside their handler.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from launcher.errors import LauncherError
 
 SHIPPED_RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+AddArguments = Callable[[argparse.ArgumentParser], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only``, just that command's part of it.
+
+    Each subcommand's parser costs argparse a formatter per argument and gettext a locale lookup
+    (file system probes) per message: building all twelve took 10-40 ms on a busy login node,
+    up to a tenth of ``launcher plan`` (benchmarks/RESULTS.md). A command line that names its
+    command needs only that one's parser.
+    """
     parser = argparse.ArgumentParser(
         prog="launcher",
         description="Resolve a YAML training recipe into a checked plan and run it.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (help_text, add_arguments) in COMMANDS.items():
+        if only is None or name == only:
+            add_arguments(commands.add_parser(name, help=help_text))
+    return parser
 
-    recipes = commands.add_parser("recipes", help="list the shipped recipes")
-    recipes.set_defaults(handler=cmd_recipes)
 
-    plan = commands.add_parser("plan", help="resolve a recipe and print the plan")
-    add_recipe_arguments(plan)
-    add_cluster_arguments(plan, required=False)
-    plan.add_argument("-o", "--output", type=Path, help="also write the plan's files here")
-    plan.set_defaults(handler=cmd_plan)
+def recipes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(handler=cmd_recipes)
 
-    run = commands.add_parser("run", help="resolve, then train on this machine")
-    add_recipe_arguments(run)
-    add_from_scratch(run)
-    run.set_defaults(handler=cmd_run)
 
-    submit = commands.add_parser("submit", help="resolve, then submit to SLURM and return")
-    add_recipe_arguments(submit)
-    add_from_scratch(submit)
-    add_cluster_arguments(submit, required=True)
-    submit.add_argument("--dry-run", action="store_true", help="print the batch script only")
-    submit.set_defaults(handler=cmd_submit)
+def plan_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+    add_cluster_arguments(parser, required=False)
+    parser.add_argument("-o", "--output", type=Path, help="also write the plan's files here")
+    parser.set_defaults(handler=cmd_plan)
 
-    sbatch = commands.add_parser("sbatch", help="write a batch script to submit with sbatch")
-    add_recipe_arguments(sbatch)
-    add_from_scratch(sbatch)
-    add_cluster_arguments(sbatch, required=True)
-    sbatch.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
-    sbatch.set_defaults(handler=cmd_sbatch)
 
-    status = commands.add_parser("status", help="a cluster run's state, attempts and failures")
-    status.add_argument("target", help="run directory or job id")
-    status.set_defaults(handler=cmd_status)
+def run_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+    add_from_scratch(parser)
+    parser.set_defaults(handler=cmd_run)
 
-    logs = commands.add_parser("logs", help="print a rank's log")
-    logs.add_argument("target", help="run directory or job id")
-    logs.add_argument("--rank", type=int, default=0, help="global rank (default 0)")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
-    logs.set_defaults(handler=cmd_logs)
 
-    cancel = commands.add_parser("cancel", help="cancel a cluster run's job")
-    cancel.add_argument("target", help="run directory or job id")
-    cancel.set_defaults(handler=cmd_cancel)
+def submit_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+    add_from_scratch(parser)
+    add_cluster_arguments(parser, required=True)
+    parser.add_argument("--dry-run", action="store_true", help="print the batch script only")
+    parser.set_defaults(handler=cmd_submit)
 
-    export = commands.add_parser(
-        "export", help="write a checkpoint (DDP or ZeRO shards) as one Hugging Face model folder"
-    )
-    export.add_argument("run_dir", type=Path, help="run directory")
-    export.add_argument(
+
+def sbatch_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser)
+    add_from_scratch(parser)
+    add_cluster_arguments(parser, required=True)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="the script to write")
+    parser.set_defaults(handler=cmd_sbatch)
+
+
+def target_arguments(handler: Callable[[argparse.Namespace], int]) -> AddArguments:
+    def add(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("target", help="run directory or job id")
+        parser.set_defaults(handler=handler)
+
+    return add
+
+
+def logs_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", help="run directory or job id")
+    parser.add_argument("--rank", type=int, default=0, help="global rank (default 0)")
+    parser.add_argument("-f", "--follow", action="store_true", help="keep printing while it runs")
+    parser.set_defaults(handler=cmd_logs)
+
+
+def export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory")
+    parser.add_argument(
         "--checkpoint",
         type=int,
         metavar="STEP",
         help="step to export (default: the newest complete checkpoint)",
     )
-    export.add_argument(
+    parser.add_argument(
         "-o", "--output", type=Path, required=True, help="folder to create (new or empty)"
     )
-    export.set_defaults(handler=cmd_export)
+    parser.set_defaults(handler=cmd_export)
 
-    tokenizer = commands.add_parser("tokenizer", help="train or adjust the recipe's tokenizer")
-    add_recipe_arguments(tokenizer, run_dir=False)
-    tokenizer.add_argument("-o", "--output", type=Path, required=True, help="folder to save it in")
-    tokenizer.set_defaults(handler=cmd_tokenizer)
 
-    doctor = commands.add_parser(
-        "doctor", help="report versions, GPUs, SLURM, disk, and test a two-rank all-reduce"
-    )
-    doctor.add_argument(
+def tokenizer_arguments(parser: argparse.ArgumentParser) -> None:
+    add_recipe_arguments(parser, run_dir=False)
+    parser.add_argument("-o", "--output", type=Path, required=True, help="folder to save it in")
+    parser.set_defaults(handler=cmd_tokenizer)
+
+
+def doctor_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
         "--runs-dir", type=Path, default=Path("runs"), help="where runs go (free disk is checked)"
     )
-    doctor.add_argument(
+    parser.add_argument(
         "--skip-launch", action="store_true", help="skip the two-rank all-reduce (faster)"
     )
-    doctor.set_defaults(handler=cmd_doctor)
+    parser.set_defaults(handler=cmd_doctor)
 
-    plot = commands.add_parser(
-        "plot", help="draw loss, learning rate and throughput of a run as a PNG"
-    )
-    plot.add_argument("run_dir", type=Path, help="run directory")
-    plot.add_argument(
+
+def plot_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", type=Path, help="run directory")
+    parser.add_argument(
         "-o", "--output", type=Path, help="image to write (default: RUN_DIR/metrics.png)"
     )
-    plot.set_defaults(handler=cmd_plot)
-    return parser
+    parser.set_defaults(handler=cmd_plot)
 
 
 def add_recipe_arguments(parser: argparse.ArgumentParser, run_dir: bool = True) -> None:
@@ -148,7 +165,8 @@ def add_cluster_arguments(parser: argparse.ArgumentParser, required: bool) -> No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(only=argv[0] if argv and argv[0] in COMMANDS else None)
     args, extra = parser.parse_known_args(argv)
     # Overrides may follow options (`run r.yaml --smoke a.b=1`), which argparse leaves unparsed.
     unknown = [item for item in extra if item.startswith("-") or "=" not in item]
@@ -156,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    skip_pydantic_plugins()
     try:
         return int(args.handler(args) or 0)
     except LauncherError as error:
@@ -164,6 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def skip_pydantic_plugins() -> None:
+    """Spare every command pydantic's plugin search, which the recipe schema has no use for.
+
+    The first model class pydantic builds looks for plugins in the entry points of every
+    installed distribution (about 80 in a training environment); skipping that search made
+    ``launcher plan`` about 2% faster. A value the user set (a list of plugins to skip) is kept.
+    The ranks inherit the setting and skip the search too.
+    """
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
 def cmd_recipes(args: argparse.Namespace) -> int:
@@ -176,8 +206,6 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from launcher.backends.prepare import write_files
-
     plan = resolve(args)
     print(plan.summary())
     if args.cluster:
@@ -187,6 +215,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"\nbatch script for cluster {args.profile.name}:\n{batch_script(plan, args.profile)}"
         )
     if args.output:
+        from launcher.backends.prepare import write_files
+
         write_files({args.output / path.name: text for path, text in plan.files().items()})
         print(f"\nplan files written to {args.output}")
     return 0
@@ -221,8 +251,9 @@ def cmd_sbatch(args: argparse.Namespace) -> int:
     from launcher.backends.slurm import prepare_cluster_run, standalone_script
 
     plan = resolve(args)
+    script = standalone_script(plan, args.profile)  # refusals come before the run dir exists
     prepare_cluster_run(plan, from_scratch=args.from_scratch)
-    write_files({args.output: standalone_script(plan, args.profile)})
+    write_files({args.output: script})
     args.output.chmod(0o755)
     print(f"run dir prepared: {plan.layout.root}")
     print(f"submit it with:   sbatch {shlex.quote(str(args.output))}")
@@ -281,6 +312,29 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from launcher.plot import cli_plot
 
     return cli_plot(args)
+
+
+# Each command: its one-line help and what adds its arguments (and handler) to its parser.
+COMMANDS: dict[str, tuple[str, AddArguments]] = {
+    "recipes": ("list the shipped recipes", recipes_arguments),
+    "plan": ("resolve a recipe and print the plan", plan_arguments),
+    "run": ("resolve, then train on this machine", run_arguments),
+    "submit": ("resolve, then submit to SLURM and return", submit_arguments),
+    "sbatch": ("write a batch script to submit with sbatch", sbatch_arguments),
+    "status": ("a cluster run's state, attempts and failures", target_arguments(cmd_status)),
+    "logs": ("print a rank's log", logs_arguments),
+    "cancel": ("cancel a cluster run's job", target_arguments(cmd_cancel)),
+    "export": (
+        "write a checkpoint (DDP or ZeRO shards) as one Hugging Face model folder",
+        export_arguments,
+    ),
+    "tokenizer": ("train or adjust the recipe's tokenizer", tokenizer_arguments),
+    "doctor": (
+        "report versions, GPUs, SLURM, disk, and test a two-rank all-reduce",
+        doctor_arguments,
+    ),
+    "plot": ("draw loss, learning rate and throughput of a run as a PNG", plot_arguments),
+}
 
 
 def resolve(args: argparse.Namespace):  # -> Plan (its import is deferred with the command)

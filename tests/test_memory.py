@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,8 @@ import pytest
 from launcher.plan.memory import (
     ARCHITECTURE_DEFAULTS,
     ParameterCount,
+    TensorGroup,
+    adam8bit_state_bytes,
     count_parameters,
     estimate_memory,
     format_bytes,
@@ -100,12 +104,36 @@ def _deepspeed_counts(model: Any) -> tuple[int, int]:
     return stage3.model_to_params(model)
 
 
+def _tensor_layout(model: Any) -> list[tuple[int, bool, bool]]:
+    """(values, owned by an nn.Embedding, weight-decayed) of each distinct parameter, as the
+    Trainer groups them (its own `get_decay_parameter_names`) and bitsandbytes sizes them."""
+    import torch
+    from transformers import Trainer
+
+    decayed = set(Trainer.get_decay_parameter_names(None, model))
+    embedding = {
+        id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()
+    }
+    return sorted(
+        (p.numel(), id(p) in embedding, name in decayed) for name, p in model.named_parameters()
+    )
+
+
+def _counted_layout(counted: ParameterCount) -> list[tuple[int, bool, bool]]:
+    return sorted(
+        (group.numel, group.embedding, group.decay)
+        for group in counted.tensors
+        for _ in range(group.count)
+    )
+
+
 @pytest.mark.parametrize(("architecture", "task"), sorted(MODEL_CLASSES))
 def test_count_matches_real_model(architecture: str, task: str) -> None:
     model = _build(architecture, task, SMALL[architecture], num_labels=3)
     counted = count_parameters(architecture, SMALL[architecture], task, num_labels=3)
     assert counted.total == sum(p.numel() for p in model.parameters())
     assert (counted.total, counted.largest_layer) == _deepspeed_counts(model)
+    assert _counted_layout(counted) == _tensor_layout(model)
 
 
 @pytest.mark.parametrize(("architecture", "extra"), VARIANTS)
@@ -117,6 +145,7 @@ def test_count_matches_real_model_variants(architecture: str, extra: dict[str, A
         model = _build(architecture, task, config, num_labels=2)
         counted = count_parameters(architecture, config, task)
         assert (counted.total, counted.largest_layer) == _deepspeed_counts(model), task
+        assert _counted_layout(counted) == _tensor_layout(model), task
 
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURE_DEFAULTS))
@@ -283,26 +312,163 @@ def test_fp32_has_no_master_copy() -> None:
 
 
 @pytest.mark.parametrize("optimizer", ["adamw_8bit", "paged_adamw_8bit"])
-def test_8bit_adam_states_are_2_bytes(optimizer: str) -> None:
-    # Stage 0 bf16: 2P weights + 2P grads + (fp32 master 4 + m,v 1+1)P.
+def test_8bit_adam_states_of_one_large_tensor(optimizer: str) -> None:
+    # A bare count is one tensor: 2 uint8 states (2P) + an fp32 absmax per 256 values for each
+    # (8 * ceil(P / 256)) + the two shared 256-entry fp32 quantization maps (2 KiB).
+    states = 2 * 1_000_000 + 8 * 3907 + 2048
+    # Stage 0 bf16: 2P weights + 2P grads + fp32 master 4P + the 8-bit states.
     assert _estimate(P, optimizer=optimizer) == (
         2_000_000,
         2_000_000,
-        6_000_000,
-        10_000_000,
+        4_000_000 + states,
+        8_000_000 + states,
     )
-    # fp32: 4P + 4P + 2P, no master copy.
-    assert _estimate(P, optimizer=optimizer, precision="fp32")[2:] == (
-        2_000_000,
-        10_000_000,
-    )
-    # Stage 2, N=4: 2P weights; (2 + 4 fp32)P/4 grads; (4 master + 2)P/4.
-    assert _estimate(P, zero_stage=2, optimizer=optimizer) == (
+    # fp32: no master copy.
+    assert _estimate(P, optimizer=optimizer, precision="fp32")[2] == states
+    # Stage 2 under DeepSpeed, N=4: each rank's optimizer steps on a flat partition of P/4.
+    shard_states = 2 * 250_000 + 8 * 977 + 2048
+    assert _estimate(P, zero_stage=2, optimizer=optimizer, deepspeed=True) == (
         2_000_000,
         1_500_000,
-        1_500_000,
-        5_000_000,
+        1_000_000 + shard_states,
+        4_500_000 + shard_states,
     )
+
+
+def test_8bit_adam_keeps_small_tensors_and_embeddings_in_32_bits() -> None:
+    # 10 tensors of 4,095 values (under bitsandbytes' min_8bit_size of 4,096) and a 1,000-value
+    # embedding keep two fp32 states each; one 4,096-value tensor is quantized (16 blocks).
+    params = ParameterCount(
+        total=10 * 4095 + 1000 + 4096,
+        largest_layer=4096,
+        tensors=(
+            TensorGroup(4095, 10, embedding=False, decay=True),
+            TensorGroup(1000, 1, embedding=True, decay=True),
+            TensorGroup(4096, 1, embedding=False, decay=True),
+        ),
+    )
+    states = 8 * (10 * 4095 + 1000) + 2 * 4096 + 8 * 16 + 2048
+    got = estimate_memory(
+        params,
+        zero_stage=0,
+        offload_optimizer=False,
+        offload_parameters=False,
+        processes_per_node=1,
+        nodes=1,
+        precision="fp32",
+        optimizer="adamw_8bit",
+    )
+    assert got.optimizer_states == states
+    assert "1,000 embedding parameters" in got.states_note
+    assert "10 tensors under 4,096 values" in got.states_note
+    # Only small tensors: nothing is quantized, so no quantization maps either.
+    small = ParameterCount(4095, 4095, (TensorGroup(4095, 1, embedding=False, decay=True),))
+    assert adam8bit_state_bytes(small, shards=1, flat=False) == 8 * 4095
+
+
+def test_8bit_adam_cannot_be_offloaded() -> None:
+    with pytest.raises(ValueError, match="CPUAdam"):
+        _estimate(P, zero_stage=2, offload_optimizer=True, optimizer="adamw_8bit")
+
+
+# Sizes chosen so that some tensors are under bitsandbytes' 4,096-value threshold (k/v
+# projections 64 x 32, norms) and others over it (embeddings, q/o projections, MLP).
+BNB_CONFIG = {
+    "vocab_size": 300,
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+}
+
+BNB_SCRIPT = r"""
+import json, os, sys, warnings
+warnings.filterwarnings("ignore")
+os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                  MASTER_PORT=sys.argv[2])
+import torch
+from transformers import MistralConfig, MistralForCausalLM, Trainer, TrainingArguments
+from launcher.plan.memory import full_config
+
+def state_bytes(optimizer):
+    tensors = {}  # by storage: the quantization maps are shared between parameters
+    for state in optimizer.state.values():
+        for value in state.values():
+            if torch.is_tensor(value):
+                tensors[value.data_ptr()] = value.numel() * value.element_size()
+    return sum(tensors.values())
+
+def trainer_optimizer(config, optim):
+    # A real run builds one optimizer per process; bitsandbytes keeps the Trainer's overrides in
+    # a process-wide singleton keyed by (group, index), which would leak into the next case.
+    import bitsandbytes
+    bitsandbytes.optim.GlobalOptimManager.get_instance().initialize()
+    torch.manual_seed(0)
+    model = MistralForCausalLM(MistralConfig(**full_config("mistral", config)))
+    args = TrainingArguments(output_dir=sys.argv[1], optim=optim, use_cpu=True, report_to=[],
+                             weight_decay=0.1)
+    return model, Trainer(model=model, args=args).create_optimizer()
+
+config = json.loads(sys.argv[3])
+results = {}
+for tie in (False, True):
+    for optim in ("adamw_8bit", "paged_adamw_8bit"):
+        model, optimizer = trainer_optimizer({**config, "tie_word_embeddings": tie}, optim)
+        for parameter in model.parameters():
+            parameter.grad = torch.randn_like(parameter)
+        optimizer.step()
+        results[f"trainer {optim} tied={tie}"] = state_bytes(optimizer)
+
+import deepspeed
+deepspeed.init_distributed("gloo")
+for stage in (2, 3):
+    model, optimizer = trainer_optimizer(config, "adamw_8bit")
+    ds_config = {"train_micro_batch_size_per_gpu": 1, "zero_allow_untested_optimizer": True,
+                 "zero_optimization": {"stage": stage}}
+    engine, *_ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
+    ids = torch.randint(0, config["vocab_size"], (1, 16))
+    engine.backward(engine(input_ids=ids, labels=ids).loss)
+    engine.step()
+    results[f"zero{stage}"] = state_bytes(optimizer)
+print("RESULTS " + json.dumps(results))
+"""
+
+
+def test_8bit_adam_states_equal_bitsandbytes_own(tmp_path: Path) -> None:
+    """The plan's 8-bit state bytes against the states bitsandbytes really allocates, through
+    the Trainer's own optimizer (its 32-bit embedding override included) and under DeepSpeed
+    ZeRO-2 and ZeRO-3 (flat partitions, one rank, CPU)."""
+    pytest.importorskip("bitsandbytes")
+    pytest.importorskip("deepspeed")
+    port = str(20000 + os.getpid() % 20000)
+    result = subprocess.run(
+        [sys.executable, "-c", BNB_SCRIPT, str(tmp_path), port, json.dumps(BNB_CONFIG)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    lines = [line for line in result.stdout.splitlines() if line.startswith("RESULTS ")]
+    assert lines, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    measured = json.loads(lines[0].removeprefix("RESULTS "))
+
+    def planned(config: dict[str, Any], optimizer: str, **setup: Any) -> int:
+        params = count_parameters("mistral", config, "sft")
+        return _estimate(
+            params, processes_per_node=1, precision="fp32", optimizer=optimizer, **setup
+        )[2]
+
+    for tie in (False, True):
+        config = {**BNB_CONFIG, "tie_word_embeddings": tie}
+        for optimizer in ("adamw_8bit", "paged_adamw_8bit"):
+            assert measured[f"trainer {optimizer} tied={tie}"] == planned(config, optimizer)
+    for stage in (2, 3):
+        assert measured[f"zero{stage}"] == planned(
+            BNB_CONFIG, "adamw_8bit", zero_stage=stage, deepspeed=True
+        )
+    # The embedding override is what separates the two paths.
+    assert measured["trainer adamw_8bit tied=False"] > measured["zero2"]
 
 
 def test_sgd_and_adafactor() -> None:
@@ -363,3 +529,40 @@ def test_format_bytes() -> None:
 def test_import_does_not_load_torch() -> None:
     code = "import sys, launcher.plan.memory; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def _summary_memory_lines(*overrides: str) -> list[str]:
+    from launcher.plan.build import build_plan
+    from launcher.recipe.loader import load_recipe
+
+    recipe = load_recipe(REPO / "recipes" / "sft-mistral.yaml", list(overrides))
+    summary = build_plan(recipe, Path("/runs/memory"), overrides=overrides).summary()
+    lines = summary.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("memory/device"))
+    # The row, and its continuation line (indented) when there is one.
+    return [
+        lines[start],
+        *[line.strip() for line in lines[start + 1 : start + 2] if line[0] == " "],
+    ]
+
+
+def test_plan_shows_how_bitsandbytes_states_are_counted() -> None:
+    # The shipped recipe's paged AdamW: 8 bytes/param, and where paged states live.
+    memory, states = _summary_memory_lines()
+    assert "optimizer states 16.09 GiB" in memory  # (4 master + 8) x 1,439,795,200 params
+    assert states.startswith("paged_adamw_32bit: 32-bit states, 8 bytes/param")
+    assert "CUDA unified memory" in states
+    # 8-bit under DDP: the Trainer keeps the 32000 x 2048 embedding's states in 32 bits.
+    memory, states = _summary_memory_lines("training.optimizer=adamw_8bit")
+    assert "65,536,000 embedding parameters" in states
+    assert "49 tensors under 4,096 values" in states  # the RMSNorm weights (2048 values)
+    assert "CUDA unified memory" not in states
+    # Under DeepSpeed the optimizer sees flat partitions: no embedding override.
+    _, states = _summary_memory_lines(
+        "training.optimizer=paged_adamw_8bit",
+        "distributed.strategy=deepspeed",
+        "distributed.zero_stage=2",
+    )
+    assert "flat fp32 partitions" in states and "CUDA unified memory" in states
+    # Torch optimizers get no extra line.
+    assert len(_summary_memory_lines("training.optimizer=adamw_torch")) == 1

@@ -126,7 +126,7 @@ class Plan:
             ("optimizer", self.optimizer_description),
             ("distributed", describe_distribution(recipe)),
             ("precision", recipe.training.precision),
-            ("memory/device", describe_memory(self.memory)),
+            *memory_rows(self.memory),
             (
                 "remote code",
                 "trusted (model.trust_remote_code)" if recipe.model.trust_remote_code else "off",
@@ -175,6 +175,7 @@ def build_plan(
             nodes=batch.nodes,
             precision=recipe.training.precision,
             optimizer=recipe.training.optimizer,
+            deepspeed=recipe.distributed.strategy == "deepspeed",
         )
     command = (
         python,
@@ -209,9 +210,9 @@ def with_absolute_files(recipe: Recipe) -> Recipe:
         return recipe
     recipe = recipe.model_copy(deep=True)
     recipe.data.files = {
-        split: [str(Path(f).absolute()) for f in iter_files({split: value})]
+        split: [str(Path(f).expanduser().absolute()) for f in iter_files({split: value})]
         if isinstance(value, list)
-        else str(Path(value).absolute())
+        else str(Path(value).expanduser().absolute())
         for split, value in recipe.data.files.items()
     }
     return recipe
@@ -262,6 +263,14 @@ def describe_distribution(recipe: Recipe) -> str:
         f"DeepSpeed ZeRO-{dist.zero_stage}, optimizer offload: {dist.offload_optimizer}, "
         f"parameter offload: {dist.offload_parameters}"
     )
+
+
+def memory_rows(memory: MemoryEstimate | None) -> list[tuple[str, str]]:
+    """The memory row, and under it how a bitsandbytes optimizer's states were counted."""
+    rows = [("memory/device", describe_memory(memory))]
+    if memory is not None and memory.states_note:
+        rows.append(("", memory.states_note))
+    return rows
 
 
 def describe_memory(memory: MemoryEstimate | None) -> str:

@@ -11,7 +11,8 @@ the job, n = nodes, b = `additional_buffer_factor`):
 - ``x``: bytes of the extra fp32 gradient partition the mixed-precision optimizer step reads
   (4 for bf16/fp16, 0 for fp32, where the gradient already is fp32);
 - ``m``: bytes of the fp32 master weight (4 for bf16/fp16, 0 for fp32);
-- ``s``: bytes of optimizer state (Adam 8, 8-bit Adam 2, Adafactor ~4, SGD 0).
+- ``s``: bytes of optimizer state (Adam 8, Adafactor ~4, SGD 0; bitsandbytes' 8-bit Adam about
+  2, counted tensor by tensor by :func:`adam8bit_state_bytes`).
 
 For bf16/fp16 with 32-bit Adam (w=2, x=4, m=4, s=8) stages 2 and 3 reproduce DeepSpeed's
 `estimate_zero2_model_states_mem_needs` / `estimate_zero3_model_states_mem_needs` exactly,
@@ -21,8 +22,7 @@ integer truncation included.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     # transformers.MistralConfig; head_dim None means hidden_size // num_attention_heads.
@@ -95,6 +95,16 @@ TASK_MODELS: dict[str, dict[str, str]] = {
 }
 
 MIXED_PRECISIONS = ("bf16", "fp16")
+EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit")
+# bitsandbytes 8-bit states: smaller tensors keep fp32 states (the optimizers' `min_8bit_size`
+# default), one fp32 absmax per block of 256 values, and two 256-entry fp32 quantization maps.
+BNB_MIN_8BIT_SIZE = 4096
+BNB_BLOCK_SIZE = 256
+BNB_QMAP_BYTES = 2 * 256 * 4
+PAGED_NOTE = (
+    "paged: in CUDA unified memory, counted on the GPU here; under GPU memory pressure the "
+    "driver moves them to CPU memory (slower steps instead of out-of-memory)"
+)
 PRECISIONS = ("fp32", *MIXED_PRECISIONS)
 
 # Bytes of optimizer state per parameter, the fp32 master copy not included.
@@ -102,7 +112,7 @@ OPTIMIZER_STATE_BYTES: dict[str, int] = {
     "adamw_torch": 8,  # m and v in fp32
     "adamw_torch_fused": 8,
     "paged_adamw_32bit": 8,
-    "adamw_8bit": 2,  # m and v quantized to 1 byte each (block-wise scales ignored)
+    "adamw_8bit": 2,  # m and v in 1 byte each; exact sizes: `adam8bit_state_bytes`
     "paged_adamw_8bit": 2,
     "adafactor": 4,  # factored second moment, no momentum: approximated as 4 bytes
     "sgd": 0,  # Trainer's SGD has no momentum
@@ -121,20 +131,45 @@ def full_config(architecture: str, config: dict[str, Any]) -> dict[str, Any]:
     return {**ARCHITECTURE_DEFAULTS[architecture], **config}
 
 
-@dataclass(frozen=True)
-class ParameterCount:
+class Module(NamedTuple):
+    """The parameters one module owns directly (DeepSpeed's `model_to_params` unit), `count` times.
+
+    ``embedding``: an ``nn.Embedding``, whose 8-bit optimizer states the Trainer keeps in 32 bits.
+    ``norm``: a LayerNorm/RMSNorm, excluded from weight decay like every bias (the Trainer's
+    second parameter group). ``tied_*``: that tensor is another module's (a tied head), so it
+    counts in the module's size but not in the model's total.
+    """
+
+    weight: int
+    bias: int = 0
+    count: int = 1
+    embedding: bool = False
+    norm: bool = False
+    tied_weight: bool = False
+    tied_bias: bool = False
+
+
+class TensorGroup(NamedTuple):
+    """``count`` distinct parameter tensors of ``numel`` values each, as an optimizer sees them."""
+
+    numel: int
+    count: int
+    embedding: bool
+    decay: bool
+
+
+class ParameterCount(NamedTuple):
     """Parameters of a model, as DeepSpeed's ZeRO estimators take them.
 
     `total` counts tied tensors once; `largest_layer` is the most parameters any single module
     owns directly (DeepSpeed's `model_to_params`), which is what ZeRO-3 gathers at once.
+    `tensors` lists the distinct parameter tensors (8-bit optimizer states depend on each
+    tensor's size); a count given as two bare numbers has none, and is treated as one tensor.
     """
 
     total: int
     largest_layer: int
-
-
-# A model's modules as (parameters the module owns directly, how many such modules).
-_Modules = list[tuple[int, int]]
+    tensors: tuple[TensorGroup, ...] = ()
 
 
 def count_parameters(
@@ -156,17 +191,31 @@ def count_parameters(
         "distilbert": _distilbert,
         "bert": _bert,
     }
-    modules, shared = builder[architecture](cfg, task, num_labels)
-    total = sum(size * count for size, count in modules) - shared
-    return ParameterCount(total=total, largest_layer=max(size for size, _ in modules))
+    modules = builder[architecture](cfg, task, num_labels)
+    tensors = tuple(_tensor_groups(modules))
+    return ParameterCount(
+        total=sum(group.numel * group.count for group in tensors),
+        largest_layer=max(module.weight + module.bias for module in modules),
+        tensors=tensors,
+    )
 
 
-def _linear(n_in: int, n_out: int, bias: bool = True) -> int:
-    return n_in * n_out + (n_out if bias else 0)
+def _tensor_groups(modules: list[Module]) -> list[TensorGroup]:
+    groups = []
+    for m in modules:
+        if m.weight and not m.tied_weight:
+            groups.append(TensorGroup(m.weight, m.count, m.embedding, decay=not m.norm))
+        if m.bias and not m.tied_bias:
+            groups.append(TensorGroup(m.bias, m.count, embedding=False, decay=False))
+    return groups
 
 
-def _decoder(cfg: dict[str, Any], task: str, num_labels: int) -> tuple[_Modules, int]:
-    """Modules of Mistral/Llama; returns them and the parameters counted twice (tied head)."""
+def _linear(n_in: int, n_out: int, bias: bool = True, count: int = 1) -> Module:
+    return Module(n_in * n_out, n_out if bias else 0, count)
+
+
+def _decoder(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:
+    """Modules of Mistral/Llama."""
     hidden, vocab, inter = (
         cfg["hidden_size"],
         cfg["vocab_size"],
@@ -176,78 +225,79 @@ def _decoder(cfg: dict[str, Any], task: str, num_labels: int) -> tuple[_Modules,
     kv_heads = cfg["num_key_value_heads"] or heads
     head_dim = cfg["head_dim"] or hidden // heads
     attn_bias, mlp_bias = bool(cfg.get("attention_bias")), bool(cfg.get("mlp_bias"))
-    modules: _Modules = [
-        (vocab * hidden, 1),  # embed_tokens
-        (_linear(hidden, heads * head_dim, attn_bias), layers),  # q_proj
-        (_linear(hidden, kv_heads * head_dim, attn_bias), 2 * layers),  # k_proj, v_proj
-        (_linear(heads * head_dim, hidden, attn_bias), layers),  # o_proj
-        (_linear(hidden, inter, mlp_bias), 2 * layers),  # gate_proj, up_proj
-        (_linear(inter, hidden, mlp_bias), layers),  # down_proj
-        (hidden, 2 * layers + 1),  # RMSNorms: two per layer and the final one
+    modules = [
+        Module(vocab * hidden, embedding=True),  # embed_tokens
+        _linear(hidden, heads * head_dim, attn_bias, layers),  # q_proj
+        _linear(hidden, kv_heads * head_dim, attn_bias, 2 * layers),  # k_proj, v_proj
+        _linear(heads * head_dim, hidden, attn_bias, layers),  # o_proj
+        _linear(hidden, inter, mlp_bias, 2 * layers),  # gate_proj, up_proj
+        _linear(inter, hidden, mlp_bias, layers),  # down_proj
+        Module(hidden, count=2 * layers + 1, norm=True),  # RMSNorms: two per layer, final one
     ]
     if task == "classification":
-        return [*modules, (_linear(hidden, num_labels, bias=False), 1)], 0  # score
+        return [*modules, _linear(hidden, num_labels, bias=False)]  # score
     # A tied lm_head still owns its weight, so DeepSpeed counts it in the layer maximum.
-    shared = vocab * hidden if cfg["tie_word_embeddings"] else 0
-    return [*modules, (vocab * hidden, 1)], shared
+    return [*modules, Module(vocab * hidden, tied_weight=bool(cfg["tie_word_embeddings"]))]
 
 
-def _bert(cfg: dict[str, Any], task: str, num_labels: int) -> tuple[_Modules, int]:
-    """Modules of BERT; returns them and the parameters counted twice (tied decoder)."""
+def _bert(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:
+    """Modules of BERT."""
     hidden, vocab, inter = (
         cfg["hidden_size"],
         cfg["vocab_size"],
         cfg["intermediate_size"],
     )
     layers = cfg["num_hidden_layers"]
-    modules: _Modules = [
-        (vocab * hidden, 1),  # word_embeddings
-        (cfg["max_position_embeddings"] * hidden, 1),
-        (cfg["type_vocab_size"] * hidden, 1),
-        (2 * hidden, 1 + 2 * layers),  # LayerNorms: embeddings and two per layer
-        (_linear(hidden, hidden), 4 * layers),  # query, key, value, attention output
-        (_linear(hidden, inter), layers),
-        (_linear(inter, hidden), layers),
+    modules = [
+        Module(vocab * hidden, embedding=True),  # word_embeddings
+        Module(cfg["max_position_embeddings"] * hidden, embedding=True),
+        Module(cfg["type_vocab_size"] * hidden, embedding=True),
+        Module(hidden, hidden, 1 + 2 * layers, norm=True),  # LayerNorms: embeddings, 2 per layer
+        _linear(hidden, hidden, count=4 * layers),  # query, key, value, attention output
+        _linear(hidden, inter, count=layers),
+        _linear(inter, hidden, count=layers),
     ]
     if task == "classification":
-        head = [
-            (_linear(hidden, hidden), 1),
-            (_linear(hidden, num_labels), 1),
-        ]  # pooler
-        return modules + head, 0
-    head = [
-        (_linear(hidden, hidden), 1),  # transform.dense
-        (2 * hidden, 1),  # transform.LayerNorm
-        (vocab, 1),  # predictions.bias
-        (_linear(hidden, vocab), 1),  # decoder
-    ]
+        return [*modules, _linear(hidden, hidden), _linear(hidden, num_labels)]  # pooler, head
     # transformers ties decoder.bias to predictions.bias only along with the word embeddings.
-    shared = vocab * hidden + vocab if cfg["tie_word_embeddings"] else 0
-    return modules + head, shared
+    tied = bool(cfg["tie_word_embeddings"])
+    return [
+        *modules,
+        _linear(hidden, hidden),  # transform.dense
+        Module(hidden, hidden, norm=True),  # transform.LayerNorm
+        Module(0, vocab),  # predictions.bias
+        Module(hidden * vocab, vocab, tied_weight=tied, tied_bias=tied),  # decoder
+    ]
 
 
-def _distilbert(cfg: dict[str, Any], task: str, num_labels: int) -> tuple[_Modules, int]:
-    """Modules of DistilBERT; returns them and the parameters counted twice (tied projector)."""
+def _distilbert(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:
+    """Modules of DistilBERT."""
     dim, vocab, layers = cfg["dim"], cfg["vocab_size"], cfg["n_layers"]
-    modules: _Modules = [
-        (vocab * dim, 1),  # word_embeddings
-        (cfg["max_position_embeddings"] * dim, 1),  # a parameter even when sinusoidal
-        (2 * dim, 1 + 2 * layers),  # LayerNorms: embeddings and two per layer
-        (_linear(dim, dim), 4 * layers),  # q_lin, k_lin, v_lin, out_lin
-        (_linear(dim, cfg["hidden_dim"]), layers),
-        (_linear(cfg["hidden_dim"], dim), layers),
+    modules = [
+        Module(vocab * dim, embedding=True),  # word_embeddings
+        # position_embeddings: a parameter even when sinusoidal
+        Module(cfg["max_position_embeddings"] * dim, embedding=True),
+        Module(dim, dim, 1 + 2 * layers, norm=True),  # LayerNorms: embeddings, 2 per layer
+        _linear(dim, dim, count=4 * layers),  # q_lin, k_lin, v_lin, out_lin
+        _linear(dim, cfg["hidden_dim"], count=layers),
+        _linear(cfg["hidden_dim"], dim, count=layers),
     ]
     if task == "classification":
-        head = [(_linear(dim, dim), 1), (_linear(dim, num_labels), 1)]  # pre_classifier
-        return modules + head, 0
-    head = [(_linear(dim, dim), 1), (2 * dim, 1), (_linear(dim, vocab), 1)]
-    shared = vocab * dim if cfg["tie_word_embeddings"] else 0
-    return modules + head, shared
+        return [*modules, _linear(dim, dim), _linear(dim, num_labels)]  # pre_classifier
+    return [
+        *modules,
+        _linear(dim, dim),  # vocab_transform
+        Module(dim, dim, norm=True),  # vocab_layer_norm
+        Module(dim * vocab, vocab, tied_weight=bool(cfg["tie_word_embeddings"])),  # projector
+    ]
 
 
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Model-state memory (no activations) per GPU, and per node in CPU memory, in bytes."""
+class MemoryEstimate(NamedTuple):
+    """Model-state memory (no activations) per GPU, and per node in CPU memory, in bytes.
+
+    ``note`` says what the numbers include and where the formulas come from; ``states_note``,
+    for bitsandbytes optimizers only, says how their states were counted (the plan shows it).
+    """
 
     parameters: int
     gradients: int
@@ -255,10 +305,10 @@ class MemoryEstimate:
     total: int
     cpu_total: int
     note: str
+    states_note: str = ""
 
 
-@dataclass(frozen=True)
-class _Bytes:
+class _Bytes(NamedTuple):
     """Bytes per parameter of each model state; see the module docstring for the symbols."""
 
     w: int
@@ -298,8 +348,7 @@ def _shards(params: int, gpus: int, *cumulative: int) -> list[int]:
     return [high - low for low, high in itertools.pairwise(edges)]
 
 
-@dataclass(frozen=True)
-class _Setup:
+class _Setup(NamedTuple):
     """The distributed setup the memory formulas depend on."""
 
     zero_stage: int
@@ -327,11 +376,14 @@ def estimate_memory(
     optimizer: str,
     zero_init: bool = True,
     additional_buffer_factor: float = 1.5,
+    deepspeed: bool = False,
 ) -> MemoryEstimate:
     """Estimate model-state memory per GPU and CPU memory per node.
 
     Stage 0 is DDP (or DeepSpeed without ZeRO), 1 shards optimizer states, 2 also gradients,
     3 also parameters. Activations, temporary buffers and the CUDA context are not included.
+    ``deepspeed`` says whether DeepSpeed runs the optimizer, which changes the tensors an 8-bit
+    optimizer sees (see :func:`adam8bit_state_bytes`).
     """
     setup = _Setup(
         zero_stage=zero_stage,
@@ -344,8 +396,23 @@ def estimate_memory(
     )
     _check_setup(setup)
     per_param = _bytes_per_parameter(precision, optimizer)
+    states_note = ""
+    exact_states = 0
+    if optimizer in EIGHT_BIT_OPTIMIZERS:
+        if offload_optimizer:
+            raise ValueError(
+                f"{optimizer} cannot be offloaded: DeepSpeed would run CPUAdam in its place"
+            )
+        # The master copy follows the stage formulas; the 8-bit states are counted exactly.
+        flat = deepspeed and (zero_stage >= 1 or precision in MIXED_PRECISIONS)
+        exact_states = adam8bit_state_bytes(params, setup.gpus if zero_stage else 1, flat)
+        per_param = per_param._replace(s=0)
+        states_note = _adam8bit_note(params, flat)
+    if optimizer.startswith("paged_"):
+        states_note = f"{states_note or '32-bit states, 8 bytes/param'}; {PAGED_NOTE}"
     stage = _stage3 if zero_stage == 3 else _stage012
     parameters, gradients, optimizer_states, cpu = stage(params, per_param, setup)
+    optimizer_states += exact_states
     return MemoryEstimate(
         parameters=parameters,
         gradients=gradients,
@@ -353,7 +420,59 @@ def estimate_memory(
         total=parameters + gradients + optimizer_states,
         cpu_total=cpu,
         note=_note(setup, precision, optimizer),
+        states_note=f"{optimizer}: {states_note}" if states_note else "",
     )
+
+
+def adam8bit_state_bytes(params: ParameterCount, shards: int, flat: bool) -> int:
+    """Bytes of bitsandbytes' 8-bit Adam states per device, as bitsandbytes 0.45-0.50 allocate
+    them (``Optimizer2State.init_state``; checked against real ``AdamW8bit`` states in
+    tests/test_memory.py).
+
+    Per tensor of n values: two uint8 states (2n bytes) and one fp32 scale per block of 256
+    values for each (8 * ceil(n / 256) bytes); a tensor under ``min_8bit_size`` (4096 values)
+    keeps two fp32 states (8n bytes); the two 256-entry quantization maps are shared (2 KiB).
+    Under the Trainer alone the optimizer sees the model's own tensors, and the Trainer keeps
+    every ``nn.Embedding``'s states in 32 bits. Under DeepSpeed (``flat``) it sees one flat fp32
+    partition per parameter group (the Trainer's decay and no-decay groups) and per device,
+    so neither exception reaches it.
+    """
+    tensors = params.tensors or (TensorGroup(params.total, 1, embedding=False, decay=True),)
+    if flat:
+        groups = [
+            sum(t.numel * t.count for t in tensors if t.decay == decay) for decay in (True, False)
+        ]
+        sizes = [(-(-group // shards), 1) for group in groups if group]
+        embedding = 0
+    else:
+        sizes = [(t.numel, t.count) for t in tensors if not t.embedding]
+        embedding = sum(t.numel * t.count for t in tensors if t.embedding)
+    quantized = any(numel >= BNB_MIN_8BIT_SIZE for numel, _ in sizes)
+    states = sum(_adam8bit_tensor_bytes(numel) * count for numel, count in sizes)
+    return states + 8 * embedding + (BNB_QMAP_BYTES if quantized else 0)
+
+
+def _adam8bit_tensor_bytes(numel: int) -> int:
+    if numel < BNB_MIN_8BIT_SIZE:
+        return 8 * numel
+    blocks = -(-numel // BNB_BLOCK_SIZE)
+    return 2 * numel + 2 * 4 * blocks
+
+
+def _adam8bit_note(params: ParameterCount, flat: bool) -> str:
+    """What the plan says about 8-bit states: the rule, and what it leaves in 32 bits."""
+    rule = "8-bit states, 2 bytes/param + an fp32 scale per 256 values"
+    if flat:
+        return f"{rule}, on DeepSpeed's flat fp32 partitions"
+    kept = []
+    embedding = sum(t.numel * t.count for t in params.tensors if t.embedding)
+    small = [t for t in params.tensors if not t.embedding and t.numel < BNB_MIN_8BIT_SIZE]
+    if embedding:
+        kept.append(f"{embedding:,} embedding parameters (the Trainer's override)")
+    if small:
+        count = sum(t.count for t in small)
+        kept.append(f"{count:,} tensors under {BNB_MIN_8BIT_SIZE:,} values")
+    return f"{rule}; 32-bit states (8 bytes/param) for {' and '.join(kept)}" if kept else rule
 
 
 def _check_setup(setup: _Setup) -> None:
@@ -456,8 +575,13 @@ def _note(setup: _Setup, precision: str, optimizer: str) -> str:
         parts.append(f"{precision}: 16-bit weights and gradients, fp32 master weights.")
     else:
         parts.append("fp32: no master copy.")
-    state_bytes = OPTIMIZER_STATE_BYTES[optimizer]
-    parts.append(f"{optimizer}: {state_bytes} bytes/param of optimizer state.")
+    if optimizer in EIGHT_BIT_OPTIMIZERS:
+        parts.append(
+            f"{optimizer}: 8-bit states counted tensor by tensor as bitsandbytes allocates them."
+        )
+    else:
+        state_bytes = OPTIMIZER_STATE_BYTES[optimizer]
+        parts.append(f"{optimizer}: {state_bytes} bytes/param of optimizer state.")
     if optimizer == "adafactor":
         parts.append("Adafactor's factored state is approximated as 4 bytes/param.")
     if optimizer.startswith("paged_"):
