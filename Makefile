@@ -46,8 +46,8 @@ cluster-status:
 	cluster/devcluster.sh status
 
 lint: setup
-	$(BIN)/ruff check launcher tests
-	$(BIN)/ruff format --check launcher tests
+	$(BIN)/ruff check launcher tests benchmarks
+	$(BIN)/ruff format --check launcher tests benchmarks
 
 reference: setup
 	$(BIN)/python -m launcher.recipe.reference README.md

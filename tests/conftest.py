@@ -15,6 +15,13 @@ RECIPES = REPO / "recipes"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_data_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Runs started by the tests share one data cache of their own, never the user's."""
+    if "LAUNCHER_CACHE" not in os.environ:
+        os.environ["LAUNCHER_CACHE"] = str(tmp_path_factory.mktemp("launcher-cache"))
+
+
 def launcher(
     *args: str, cwd: Path, check: bool = True, timeout: float = 900
 ) -> subprocess.CompletedProcess:

@@ -34,7 +34,10 @@ def rank_lines(run_dir: Path, rank: int) -> str:
 
 
 @pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
-def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
+def test_smoke_recipe_on_two_ddp_ranks(
+    recipe: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
     run_dir = workdir / "run"
     keep = ["checkpointing.keep=1"] if recipe == "sft-mistral" else []
     out = launcher(
@@ -55,6 +58,17 @@ def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
     assert result["global_step"] == 6
     losses = [m["loss"] for m in metrics(run_dir) if "loss" in m]
     assert len(losses) == 6 and all(loss == loss and loss > 0 for loss in losses)
+    # Rank 0 prepared the data into the cache; rank 1 loaded that copy instead of its own.
+    assert data_preparation(run_dir)[0] == "prepared"
+    assert "data: warning" not in rank_lines(run_dir, 1)
+    assert_metrics_and_tensorboard(run_dir, workdir)
+    # The tokenizer stage ended with its one-line summary (rank 0 trained it).
+    assert re.search(
+        r"^tokenizer: \w+, \d+ tokens, trained on [\d.]+ (B|KiB|MiB) \(\d+ texts\) in [\d.]+ m?s "
+        rf"-> {re.escape(str(run_dir / 'tokenizer'))}$",
+        rank_lines(run_dir, 0),
+        re.M,
+    ), rank_lines(run_dir, 0)[-3000:]
     assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
     if keep:  # retention ran after checkpoint-6 was complete, and only then
         assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == [
@@ -72,6 +86,40 @@ def test_smoke_recipe_on_two_ddp_ranks(recipe: str, workdir: Path) -> None:
         assert result["final_metrics"]["eval_loss"] < 1.0  # ~ln 2; 2x would mean doubled losses
     if recipe == "mlm-scratch":
         assert "eval_perplexity" in result["final_metrics"]
+
+
+def assert_metrics_and_tensorboard(run_dir: Path, workdir: Path) -> None:
+    """Every training log has its measured throughput; TensorBoard has the same losses; and
+    `launcher plot` draws them."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = [m for m in metrics(run_dir) if "loss" in m]
+    world = json.loads((run_dir / "plan" / "contract.json").read_text())
+    for log in logs:
+        seconds = log["interval_seconds"]
+        assert seconds > 0
+        # samples/s is steps x global batch over the interval (one step per log here).
+        assert log["samples_per_second"] == pytest.approx(
+            world["global_batch_size"] / seconds, rel=1e-3
+        )
+        assert log["tokens_per_second"] > 0
+    tokens = [log["num_input_tokens_seen"] for log in logs]
+    assert tokens == sorted(tokens) and tokens[0] > 0
+
+    # Rank 0 writes them; a final evaluation after training opens a second file.
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    scalars = accumulator.Scalars("train/loss")
+    assert [event.step for event in scalars] == [log["step"] for log in logs]
+    assert [event.value for event in scalars] == pytest.approx([log["loss"] for log in logs])
+    assert "train/learning_rate" in accumulator.Tags()["scalars"]
+
+    out = launcher("plot", str(run_dir), "-o", str(workdir / "plot.png"), cwd=workdir)
+    assert out.stdout.strip().endswith(f"-> {workdir / 'plot.png'}")
+    assert out.stdout.startswith("plot: steps 1-6 (loss")
+    assert Image.open(workdir / "plot.png").size == (1200, 900)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -106,11 +154,19 @@ def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, workdir: Path) -> N
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
-    """Killed after its first checkpoint, `launcher run` on the same directory resumes from it."""
+def test_interrupted_run_continues_to_the_same_weights(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after its first checkpoint, `launcher run` on the same directory resumes from it.
+
+    The runs after the first one load the data the first one prepared (the data cache): the same
+    weights at the end show that cached rows train exactly like freshly prepared ones."""
+    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
     args = ["sft-mistral", "--smoke", "smoke.max_steps=30", "smoke.checkpoint_every=5"]
     whole = workdir / "whole"
     launcher("run", *args, "--run-dir", str(whole), cwd=workdir)
+    prepared, key = data_preparation(whole)
+    assert prepared == "prepared" and (workdir / "cache" / "data" / key).is_dir()
 
     broken = workdir / "broken"
     first_checkpoint = broken / "checkpoints" / "checkpoint-5" / "launcher-complete.json"
@@ -128,6 +184,7 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
     assert "resuming from" in rank_lines(broken, 0)
     resumed = json.loads((broken / "result.json").read_text())
     assert resumed["global_step"] == 30 and resumed["resumed_from"].endswith("checkpoint-5")
+    assert data_preparation(broken) == ("cache hit", key)
     assert_same_weights(whole / "model", broken / "model")
 
     # A graceful stop (SIGTERM to the launcher, like Ctrl-C) saves at the step it was at.
@@ -146,6 +203,18 @@ def test_interrupted_run_continues_to_the_same_weights(workdir: Path) -> None:
     launcher("run", *args, "--run-dir", str(stopped), cwd=workdir)
     assert f"checkpoint-{step}" in rank_lines(stopped, 0)
     assert_same_weights(whole / "model", stopped / "model")
+
+
+def data_preparation(run_dir: Path) -> tuple[str, str]:
+    """How rank 0 last had its data (``prepared`` or ``cache hit``) and the cache key, from the
+    one-line summary that also names rows and tokens."""
+    found = re.findall(
+        r"data: (prepared|cache hit) ((?:sft|mlm|classification)-[0-9a-f]{16}) .*: "
+        r"train [\d,]+ rows, [\d,]+ tokens, padding [\d.]+% at \d+",
+        rank_lines(run_dir, 0),
+    )
+    assert found, rank_lines(run_dir, 0)[-3000:]
+    return found[-1]
 
 
 def assert_same_weights(expected_dir: Path, got_dir: Path) -> None:
@@ -253,7 +322,12 @@ checkpointing: {{strategy: steps, every_steps: 2}}
 
 def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
     out = launcher("tokenizer", "mlm-scratch", "--smoke", "-o", str(workdir / "tok"), cwd=workdir)
-    assert "tokenizer saved to" in out.stdout
+    # One line: kind, size, what it was trained on, where it is.
+    assert re.fullmatch(
+        r"tokenizer: wordpiece, \d+ tokens, trained on [\d.]+ (B|KiB|MiB) \(\d+ texts\) in "
+        rf"[\d.]+ m?s -> {re.escape(str(workdir / 'tok'))}",
+        out.stdout.strip(),
+    ), out.stdout
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(workdir / "tok")

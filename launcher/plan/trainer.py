@@ -75,6 +75,8 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
                 "max_length": recipe.data.max_length,
                 "packing": recipe.data.packing,
                 "dataset_text_field": recipe.data.text_column,
+                # The rank tokenizes and packs (cached, ranks/prepared.py); TRL must not redo it.
+                "dataset_kwargs": {"skip_prepare_dataset": True},
             }
         )
     return args

@@ -1,4 +1,5 @@
-"""The recipe's data: raw splits from the hub or local files, then tokenized for the task.
+"""The recipe's data: raw splits from the hub or local files, then tokenized for the task (SFT:
+also packed, exactly as TRL would). ``launcher.ranks.prepared`` caches the result.
 
 Hub ids and local files go through the same ``datasets.load_dataset`` call the user would write,
 with split slices (``train[:1000]``) passed straight to it. Mistakes a user can make (a missing
@@ -7,6 +8,8 @@ file, a label that is not in ``data.labels``, a missing column) stop with the re
 
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,13 @@ EXTENSION_FORMATS = {
     ".txt": "text",
     ".text": "text",
 }
+# Default tokenizing processes: one per core, at most this many, with this many rows each at least.
+MAX_AUTO_PROCESSES = 16
+ROWS_PER_PROCESS = 10_000
+# Rows per batch of a datasets map: its default batch_size, which TRL's pack_dataset keeps.
+MAP_BATCH = 1000
+# TRL's default packing strategy (SFTConfig.packing_strategy), the one the collator expects.
+PACKING_STRATEGY = "bfd"
 
 
 class DataError(LauncherError):
@@ -59,7 +69,12 @@ def load_split(data: DataSection, split: str, key: str) -> Any:
             loaded = datasets.load_dataset(builder, data_files=files, split=split)
             if builder == "text" and data.text_column != "text":
                 loaded = loaded.rename_column("text", data.text_column)
-            return loaded.filter(lambda row: bool(row[data.text_column].strip()))
+            column = data.text_column
+            return loaded.filter(
+                lambda batch: [bool(text.strip()) for text in batch[column]],
+                batched=True,  # one call per 1,000 rows: 10x faster than per row on 50 MB
+                desc=f"dropping empty lines of {split_name(split)}",
+            )
         return datasets.load_dataset(data.dataset, data.dataset_config, split=split)
     except LauncherError:
         raise
@@ -119,12 +134,13 @@ def encode_labels(split: Any, data: DataSection, name: str) -> Any:
 
 
 def tokenize_splits(recipe: Recipe, splits: dict[str, Any], tokenizer: Any) -> dict[str, Any]:
-    """Tokenized splits for the Trainer (SFT leaves tokenization and packing to TRL)."""
+    """The splits as the Trainer reads them: token ids (SFT: packed as TRL packs them)."""
     data = recipe.data
-    if recipe.task == "sft":
-        return {name: split.select_columns([data.text_column]) for name, split in splits.items()}
     out = {}
     for name, split in splits.items():
+        if recipe.task == "sft":
+            out[name] = sft_rows(split, data, tokenizer, name)
+            continue
         if recipe.task == "classification":
             split = encode_labels(split, data, name)
         keep = {"labels"} if recipe.task == "classification" else set()
@@ -138,10 +154,101 @@ def tokenize_splits(recipe: Recipe, splits: dict[str, Any], tokenizer: Any) -> d
             ),
             batched=True,
             remove_columns=drop,
-            num_proc=data.num_proc,
+            num_proc=processes(data, len(split)),
             desc=f"tokenizing {name}",
         )
     return out
+
+
+def processes(data: DataSection, rows: int) -> int | None:
+    """Processes that tokenize a split: ``data.num_proc``, or by default one per core this rank
+    may use (its CPU affinity, which SLURM sets) for splits big enough to repay starting them.
+
+    The rows come out the same with any count, so it is not part of the data cache key. Rank 0
+    prepares while the other ranks of its node wait, so their cores are free. On 2 shared cores,
+    50 MB of text prepared in 0.81 of the one-process time with two (benchmarks/data_prep.py).
+    """
+    if data.num_proc is not None:
+        return data.num_proc
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    count = min(cores or 1, MAX_AUTO_PROCESSES, rows // ROWS_PER_PROCESS)
+    return count if count > 1 else None
+
+
+def sft_rows(split: Any, data: DataSection, tokenizer: Any, name: str) -> Any:
+    """What TRL 1.16's ``SFTTrainer._prepare_dataset`` makes of a plain-text split, done here so
+    that the launcher can cache it (the trainer then gets ``skip_prepare_dataset``).
+
+    TRL appends the EOS token to every text that does not end with it, tokenizes each text with
+    the tokenizer's defaults (special tokens included), sets ``labels`` equal to ``input_ids``,
+    then either packs with ``pack_dataset`` (``bfd``: best fit decreasing, a too-long sample is
+    truncated, ``seq_lengths`` records the samples of each row) or truncates to ``max_length``.
+    The same steps here run as batched maps (TRL maps one example at a time), store ids as int32
+    and leave ``labels`` out: TRL's collator uses ``input_ids`` when a row has no labels, so the
+    batches are the same (tests/test_data_prep.py compares them with TRL's own preparation).
+    Packing gives the rows TRL's default (one process) gives, with any process count
+    (:func:`pack_rows`).
+    """
+    import datasets
+
+    eos = tokenizer.eos_token
+    if eos is None:
+        raise DataError(
+            "tokenizer: it has no EOS token, which SFT appends to every sample; add one "
+            "(tokenizer.special_tokens, or `</s>` among tokenizer.train.special_tokens)"
+        )
+    column, limit = data.text_column, None if data.packing else data.max_length
+
+    def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
+        texts = [text if text.endswith(eos) else text + eos for text in batch[column]]
+        encoded = tokenizer(texts, return_attention_mask=False, return_token_type_ids=False)
+        ids = encoded["input_ids"]
+        return {"input_ids": [row[:limit] for row in ids] if limit else ids}
+
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
+    rows = split.map(
+        encode,
+        batched=True,
+        remove_columns=split.column_names,
+        features=features,
+        num_proc=processes(data, len(split)),
+        desc=f"tokenizing {name}",
+    )
+    if data.packing:
+        return pack_rows(rows, data.max_length, processes(data, len(rows)), name)
+    return rows.filter(
+        lambda batch: [len(ids) > 0 for ids in batch["input_ids"]],
+        batched=True,
+        desc=f"dropping empty {name} samples",
+    )
+
+
+def pack_rows(rows: Any, max_length: int, workers: int | None, name: str) -> Any:
+    """TRL's ``pack_dataset`` (bfd), in several processes, giving the rows one process gives.
+
+    ``pack_dataset`` bins the samples of each map batch (``MAP_BATCH`` rows) on their own.
+    ``datasets`` splits a dataset into equal shards for ``num_proc``, which moves the batch
+    boundaries and so changes the rows; here each process packs a run of whole batches instead,
+    and the runs are put back together in order.
+    """
+    import datasets
+    from trl import pack_dataset
+
+    batches = math.ceil(len(rows) / MAP_BATCH)
+    per_process = math.ceil(batches / (workers or 1)) * MAP_BATCH
+    if batches < 2 or not workers or workers < 2:
+        return pack_dataset(rows, max_length, PACKING_STRATEGY, {"desc": f"packing {name}"})
+    import multiprocessing
+
+    starts = range(0, len(rows), per_process)
+    runs = [rows.select(range(start, min(start + per_process, len(rows)))) for start in starts]
+    jobs = [
+        (run, max_length, PACKING_STRATEGY, {"desc": f"packing {name} ({i + 1}/{len(runs)})"})
+        for i, run in enumerate(runs)
+    ]
+    with multiprocessing.Pool(len(runs)) as pool:
+        packed = pool.starmap(pack_dataset, jobs, chunksize=1)
+    return datasets.concatenate_datasets(packed)
 
 
 def training_texts(splits: dict[str, Any], column: str):

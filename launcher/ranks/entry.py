@@ -23,7 +23,7 @@ import yaml
 
 from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
-from launcher.ranks.logs import rank_log
+from launcher.ranks.logs import guard_secrets, rank_log
 from launcher.recipe.schema import Recipe
 
 
@@ -55,7 +55,12 @@ def record_failure(layout: RunLayout, rank: int, details: str) -> None:
     """What ``launcher status`` shows of a failed rank: where it ran and how it ended."""
     import socket
 
-    lines = details.strip().splitlines()
+    from launcher.ranks.logs import Tee
+    from launcher.secret_env import mask, secret_values
+
+    # A traceback may quote a secret (an exception about a header, say): hide it like the logs do.
+    hidden = sys.stderr.hidden if isinstance(sys.stderr, Tee) else secret_values()
+    lines = mask(details, hidden).strip().splitlines()
     record = {
         "rank": rank,
         "host": socket.gethostname(),
@@ -76,9 +81,10 @@ def train(layout: RunLayout) -> None:
 
     from launcher.ranks import runtime
     from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
-    from launcher.ranks.data import load_raw_splits, tokenize_splits
+    from launcher.ranks.data import load_raw_splits
     from launcher.ranks.model import build_model
     from launcher.ranks.preemption import StopOnSignal, write_stopped
+    from launcher.ranks.prepared import prepare
     from launcher.ranks.trainers import build_trainer, training_arguments
 
     contract = RunContract.read(layout.contract_file)
@@ -96,11 +102,21 @@ def train(layout: RunLayout) -> None:
         state,
         f"world size {state.num_processes}, {'CPU' if use_cpu else 'GPU'}, task {recipe.task}",
     )
+    say(state, guard_secrets(recipe.secrets))  # every rank hides them; rank 0 names them
 
     with state.main_process_first():
-        splits = load_raw_splits(recipe.data)
-        tokenizer = run_tokenizer(recipe, layout, splits, state)
-        splits = tokenize_splits(recipe, splits, tokenizer)
+        # Raw text is read only when needed: to train the tokenizer, or on a data cache miss.
+        trains_tokenizer = recipe.tokenizer.train is not None and not layout.tokenizer_dir.exists()
+        raw = load_raw_splits(recipe.data) if trains_tokenizer else None
+        tokenizer = run_tokenizer(recipe, layout, raw, state)
+        splits = prepare(
+            recipe,
+            tokenizer,
+            layout.tokenizer_dir,
+            raw,
+            log=lambda message: say(state, message),
+            is_main=state.is_main_process,
+        ).splits
 
     set_seed(args.seed)
     model = build_model(recipe, tokenizer)
@@ -214,8 +230,13 @@ def write_result(
     layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def run_tokenizer(recipe: Recipe, layout: RunLayout, splits: dict[str, Any], state: Any) -> Any:
-    """Rank 0 builds and saves the tokenizer (first attempt only); everyone loads the saved one."""
+def run_tokenizer(
+    recipe: Recipe, layout: RunLayout, splits: dict[str, Any] | None, state: Any
+) -> Any:
+    """Rank 0 builds and saves the tokenizer (first attempt only); everyone loads the saved one.
+
+    ``splits`` hold the training text when the caller loaded it; None loads it if training needs it.
+    """
     from launcher.ranks.tokenizer import describe
     from launcher.ranks.tokenizer_stage import build_tokenizer, load_saved_tokenizer, save_tokenizer
 
@@ -225,7 +246,9 @@ def run_tokenizer(recipe: Recipe, layout: RunLayout, splits: dict[str, Any], sta
         tokenizer = build_tokenizer(recipe, splits)
         save_tokenizer(tokenizer, layout.tokenizer_dir)
         say(state, f"tokenizer saved to {layout.tokenizer_dir}: {describe(tokenizer)}")
-    return load_saved_tokenizer(layout.tokenizer_dir)
+    return load_saved_tokenizer(
+        layout.tokenizer_dir, trust_remote_code=recipe.model.trust_remote_code
+    )
 
 
 def say(state: Any, message: str) -> None:

@@ -1,4 +1,9 @@
-"""One Trainer per task: TRL's SFTTrainer (packing), and HF Trainer for MLM and classification."""
+"""One Trainer per task: TRL's SFTTrainer (packing), and HF Trainer for MLM and classification.
+
+SFT rows arrive tokenized and packed (``launcher.ranks.data.sft_rows``); packed batches are
+TRL's padding-free ones for flash attention, and rows with position ids reset per sample for SDPA
+and eager attention (``launcher.ranks.packed_rows``).
+"""
 
 from __future__ import annotations
 
@@ -27,10 +32,29 @@ def training_arguments(recipe: Recipe, trainer_args: dict[str, Any], use_cpu: bo
     if recipe.task == "sft":
         from trl import SFTConfig
 
-        return SFTConfig(**trainer_args, use_cpu=use_cpu)
+        return SFTConfig(**sft_arguments(trainer_args), use_cpu=use_cpu)
     from transformers import TrainingArguments
 
     return TrainingArguments(**trainer_args, use_cpu=use_cpu)
+
+
+def sft_arguments(trainer_args: dict[str, Any]) -> dict[str, Any]:
+    """The plan's SFT arguments, with TRL's own dataset preparation turned off.
+
+    The rank hands SFTTrainer rows that ``launcher.ranks.data.sft_rows`` already tokenized and
+    packed exactly as TRL would (and that the data cache keeps); preparing them again would pack
+    packed rows, losing the sample boundaries. ``packing`` and ``packing_strategy`` still make
+    TRL build its padding-free collator (position ids reset per sample), which ``build_trainer``
+    replaces for SDPA and eager attention.
+    """
+    from launcher.ranks.data import PACKING_STRATEGY
+
+    args = {**trainer_args}
+    args["dataset_kwargs"] = {**(args.get("dataset_kwargs") or {}), "skip_prepare_dataset": True}
+    strategy = args.setdefault("packing_strategy", PACKING_STRATEGY)
+    if strategy != PACKING_STRATEGY:
+        raise ValueError(f"packing_strategy {strategy!r}: the rank packs with {PACKING_STRATEGY!r}")
+    return args
 
 
 def build_trainer(
@@ -52,6 +76,10 @@ def build_trainer(
     if recipe.task == "sft":
         from trl import SFTTrainer
 
+        from launcher.ranks.packed_rows import ROW_ATTENTION, PackedRowsSFTTrainer
+
+        if recipe.data.packing and recipe.model.attn_implementation in ROW_ATTENTION:
+            return PackedRowsSFTTrainer(**common)
         return SFTTrainer(**common)
     if recipe.task == "mlm":
         from transformers import DataCollatorForLanguageModeling
