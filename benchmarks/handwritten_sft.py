@@ -10,7 +10,7 @@ train with TRL's ``SFTTrainer`` (packing), save the model and tokenizer. It runs
         --trainer-args RUN/plan/trainer_args.json --output OUT
 
 The SFTConfig values are read from the plan's ``trainer_args.json`` (all but the launcher's own
-``output_dir`` and ``accelerator_config``) so that the two runs cannot drift apart; a user would
+``output_dir``, ``accelerator_config`` and ``dataset_kwargs``) so that the two runs cannot drift apart; a user would
 type the same values. A small callback appends each log's time to ``OUT/metrics.jsonl``, like the
 launcher's ``metrics.jsonl``, so that both sides report the time of their first optimizer step.
 """
@@ -38,7 +38,9 @@ MODEL_CONFIG = {
 }
 SAMPLES = 96  # the smoke run's `train[:96]`
 SEED = 42  # recipe data.shuffle_seed and training.seed
-LAUNCHER_ONLY_ARGS = ("output_dir", "accelerator_config")
+# The launcher's own: its run directory, its distributed state, and `dataset_kwargs` (the launcher
+# tokenizes and packs before the Trainer; a hand-written script lets TRL do it).
+LAUNCHER_ONLY_ARGS = ("output_dir", "accelerator_config", "dataset_kwargs")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
