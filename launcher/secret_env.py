@@ -26,10 +26,12 @@ def secret_names(declared: Iterable[str] = ()) -> list[str]:
 
 
 def secret_values(
-    declared: Iterable[str] = (), environ: Mapping[str, str] = os.environ
+    declared: Iterable[str] = (), environ: Mapping[str, str] | None = None
 ) -> list[str]:
     """The values of the secrets that are set, longest first (so a value that contains another
-    one is hidden whole)."""
+    one is hidden whole). ``environ`` defaults to ``os.environ`` as it is at the call (a library
+    may have replaced the object since import)."""
+    environ = os.environ if environ is None else environ
     values = {environ[name] for name in secret_names(declared) if environ.get(name)}
     return sorted((v for v in values if len(v) >= MIN_MASKED_LENGTH), key=len, reverse=True)
 
@@ -41,9 +43,10 @@ def mask(text: str, values: Iterable[str]) -> str:
     return text
 
 
-def presence_line(declared: Iterable[str], environ: Mapping[str, str] = os.environ) -> str:
+def presence_line(declared: Iterable[str], environ: Mapping[str, str] | None = None) -> str:
     """Which secrets this process received, by name only: proof that they arrived, never what
     they are."""
+    environ = os.environ if environ is None else environ
     declared = list(declared)
     present = [name for name in secret_names(declared) if environ.get(name)]
     missing = [name for name in declared if not environ.get(name)]

@@ -182,21 +182,27 @@ def test_requeue_from_outside_completes(cluster: None, workdir: Path) -> None:
 
 
 def test_failing_job_reports_the_rank_and_its_error(cluster: None, workdir: Path) -> None:
-    recipe = workdir / "missing-data.yaml"
+    # The file exists (submit checks that before it submits) but lacks the text column, which
+    # only the rank that reads it can find out.
+    data = workdir / "no-text.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"sample {i}"}) + "\n" for i in range(8)))
+    recipe = workdir / "wrong-column.yaml"
     recipe.write_text(
-        "# launcher submit missing-data.yaml --cluster dev\n"
-        "name: missing-data\ntask: sft\n"
+        "# launcher submit wrong-column.yaml --cluster dev\n"
+        "name: wrong-column\ntask: sft\n"
         "model: {architecture: mistral, config: {hidden_size: 32, intermediate_size: 64, "
         "num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1}}\n"
         "tokenizer: {train: {algorithm: byte_level_bpe, vocab_size: 300}, pad_token: eos}\n"
-        f"data: {{files: {{train: {json.dumps(str(workdir / 'not-there.jsonl'))}}}}}\n"
+        f"data: {{files: {{train: {json.dumps(str(data))}}}}}\n"
         "training: {max_steps: 2, precision: fp32}\n"
     )
     run_dir = workdir / "run"
     launcher("submit", str(recipe), "--cluster", "dev", "--run-dir", str(run_dir), cwd=workdir)
     report = wait_until_done(run_dir)
     assert re.search(
-        r"FAILED      rank 0 on n1: .*data\.files\.train: .*not-there\.jsonl does not exist", report
+        r"FAILED      rank 0 on n1: .*data\.text_column: 'text' is not a column of the train split "
+        r"\(columns: prompt\)",
+        report,
     ), report
     assert "log: " + str(run_dir / "logs" / "rank-0.log") in report
     assert "end: failed" in report

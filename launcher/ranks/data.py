@@ -52,12 +52,16 @@ def load_raw_splits(data: DataSection) -> dict[str, Any]:
     if data.shuffle:
         splits["train"] = splits["train"].shuffle(seed=data.shuffle_seed)
     for name, split in splits.items():
-        if data.text_column not in split.column_names:
-            raise DataError(
-                f"data.text_column: {data.text_column!r} is not a column of the {name} split "
-                f"(columns: {', '.join(split.column_names)})"
-            )
+        require_text_column(split, data.text_column, name)
     return splits
+
+
+def require_text_column(split: Any, column: str, name: str) -> None:
+    if column not in split.column_names:
+        raise DataError(
+            f"data.text_column: {column!r} is not a column of the {name} split "
+            f"(columns: {', '.join(split.column_names)})"
+        )
 
 
 def load_split(data: DataSection, split: str, key: str) -> Any:
@@ -70,6 +74,7 @@ def load_split(data: DataSection, split: str, key: str) -> Any:
             if builder == "text" and data.text_column != "text":
                 loaded = loaded.rename_column("text", data.text_column)
             column = data.text_column
+            require_text_column(loaded, column, split_name(split))
             return loaded.filter(
                 lambda batch: [bool(text.strip()) for text in batch[column]],
                 batched=True,  # one call per 1,000 rows: 10x faster than per row on 50 MB
