@@ -1,22 +1,43 @@
 # The targets the README and CI run. Each sets up what it needs (virtual environment, packages).
 PYTHON ?= python3
-VENV := .venv
+# One pinned environment for CI, developers and the Docker image: `make setup` installs the
+# project with the locks as pip constraints (docker/lock.py writes them). `LOCK=none` tests the
+# newest releases instead, in a virtual environment of its own (README: updating the pins).
+LOCK ?= pinned
+LOCK_FILES := docker/requirements.lock docker/requirements-test.lock
+ifeq ($(LOCK),none)
+VENV ?= .venv-newest
+CONSTRAINTS :=
+else ifeq ($(LOCK),pinned)
+VENV ?= .venv
+CONSTRAINTS := $(foreach file,$(LOCK_FILES),--constraint $(file))
+else
+$(error LOCK is `pinned` (default: the versions of $(LOCK_FILES)) or `none` (the newest releases))
+endif
 BIN := $(VENV)/bin
 # The CPU build of torch lies on disk on our development machines; GPU users install their CUDA
-# build of torch first (any torch>=2.4), and pip keeps it.
-TORCH_SPEC ?= torch==2.13.0
+# build of torch first (the lock's version, or any torch>=2.4 with LOCK=none), and pip keeps it.
+TORCH_SPEC ?= $(shell grep -E '^torch==' docker/requirements.lock)
 PYTEST_ARGS ?=
+export LAUNCHER_LOCK := $(LOCK)
 
-.PHONY: setup smoke test unit lint reference clean cluster cluster-stop cluster-status test-slurm
+.PHONY: setup smoke test unit lint reference clean cluster cluster-stop cluster-status test-slurm lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK_FILES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+	$(BIN)/python -m pip install --quiet $(CONSTRAINTS) -e ".[test]"
+	$(BIN)/python -m pip check
 	touch $@
+
+# Rewrite the locks from the newest releases, once the full suite passed on them (README).
+lock:
+	$(MAKE) test LOCK=none
+	.venv-newest/bin/python docker/lock.py
+	$(MAKE) test
 
 # The main job: a smoke run of the SFT recipe, offline, on CPU.
 smoke: setup

@@ -4,11 +4,13 @@ Dockerfile installs exactly the versions the tests passed with, from a CUDA base
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -23,6 +25,12 @@ tomllib = pytest.importorskip("tomllib")
 DOCKER = REPO / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
 LOCK = DOCKER / "requirements.lock"
+TEST_LOCK = DOCKER / "requirements-test.lock"
+# `make test LOCK=none` runs the suite on the newest releases, before the locks are rewritten.
+NEWEST = os.environ.get("LAUNCHER_LOCK") == "none"
+not_against_newest = pytest.mark.skipif(
+    NEWEST, reason="LOCK=none: testing the newest releases, which `python docker/lock.py` pins next"
+)
 
 
 def project_requirements() -> list[Requirement]:
@@ -30,18 +38,28 @@ def project_requirements() -> list[Requirement]:
     return [Requirement(line) for line in data["project"]["dependencies"]]
 
 
-def lock_pins() -> dict[str, Version]:
+def lock_pins(lock: Path = LOCK) -> dict[str, Version]:
     pins: dict[str, Version] = {}
-    for line in LOCK.read_text().splitlines():
+    for line in lock.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         found = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([0-9][^\s;,<>=!~*]*)", line)
-        assert found, f"{LOCK.name}: {line!r} is not an exact pin (name==version)"
+        assert found, f"{lock.name}: {line!r} is not an exact pin (name==version)"
         name = canonicalize_name(found.group(1))
-        assert name not in pins, f"{LOCK.name}: {name} is pinned twice"
+        assert name not in pins, f"{lock.name}: {name} is pinned twice"
         pins[name] = Version(found.group(2))
     return pins
+
+
+def load_lock_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lock", DOCKER / "lock.py")
+    assert spec and spec.loader
+    lock = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lock)
+    return lock
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -65,15 +83,39 @@ def test_every_project_dependency_is_pinned_within_its_range() -> None:
         )
 
 
+@not_against_newest
 def test_pins_are_the_versions_the_tests_ran_with() -> None:
-    """The lock is this environment's versions (local labels such as +cpu aside); after an
-    upgrade, `python docker/lock.py` rewrites it."""
+    """`make setup` installs with the locks as constraints, so this holds by construction; it
+    fails when a lock was edited by hand and the environment not reinstalled (`make setup`
+    reinstalls whenever a lock changes), or when pytest runs in another environment."""
     differ = []
-    for name, pinned in lock_pins().items():
-        installed = Version(metadata.version(name)).public
-        if Version(installed) != pinned:
-            differ.append(f"{name}: lock {pinned}, installed {installed}")
-    assert not differ, "run `python docker/lock.py`:\n" + "\n".join(differ)
+    for lock in (LOCK, TEST_LOCK):
+        for name, pinned in lock_pins(lock).items():
+            installed = Version(metadata.version(name)).public
+            if Version(installed) != pinned:
+                differ.append(f"{name}: {lock.name} {pinned}, installed {installed}")
+    assert not differ, "run `make setup` (or `python docker/lock.py`):\n" + "\n".join(differ)
+
+
+def test_make_setup_installs_with_the_locks_as_constraints() -> None:
+    """One pinned environment: CI, `make smoke`/`make test` and the image take the same versions;
+    LOCK=none is the documented way to try the newest releases, in a separate environment."""
+    pinned = subprocess.run(
+        ["make", "-n", "-B", "setup", "LOCK=pinned"], cwd=REPO, capture_output=True, text=True
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    (install,) = [line for line in pinned.stdout.splitlines() if '-e ".[test]"' in line]
+    assert f"--constraint {LOCK.relative_to(REPO)}" in install, install
+    assert f"--constraint {TEST_LOCK.relative_to(REPO)}" in install, install
+    assert "pip check" in pinned.stdout
+    torch = next(str(v) for n, v in lock_pins().items() if n == "torch")
+    assert f'"torch=={torch}"' in pinned.stdout, "torch is installed at the lock's version"
+    newest = subprocess.run(
+        ["make", "-n", "-B", "setup", "LOCK=none"], cwd=REPO, capture_output=True, text=True
+    )
+    assert "--constraint" not in newest.stdout and ".venv-newest/bin/python" in newest.stdout
+    setup_rule = (REPO / "Makefile").read_text().split("$(VENV)/.installed:", 1)[1].splitlines()[0]
+    assert "$(LOCK_FILES)" in setup_rule, "a changed lock must reinstall the environment"
 
 
 def test_dockerfile_starts_from_cuda_installs_the_lock_and_drops_root() -> None:
@@ -151,13 +193,13 @@ def test_build_context_leaves_local_files_out() -> None:
     assert not [rule for rule in rules if rule.startswith(("!.venv", "!runs", "!.git"))]
 
 
+@not_against_newest
 def test_lock_covers_the_installed_dependency_tree() -> None:
-    """Nothing the project needs is left for pip to choose: the lock holds the whole tree that
-    `docker/lock.py` walks, not only the top-level names."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("lock", DOCKER / "lock.py")
-    assert spec and spec.loader
-    lock = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lock)
-    assert set(lock.closure(project_requirements())) == set(lock_pins())
+    """Nothing the project or its tests need is left for pip to choose: the locks hold the whole
+    tree that `docker/lock.py` walks, not only the top-level names, and nothing twice."""
+    lock = load_lock_module()
+    runtime = set(lock.closure(project_requirements()))
+    assert runtime == set(lock_pins())
+    tests = set(lock.closure(lock.project_requirements("test")))
+    assert set(lock_pins(TEST_LOCK)) == tests - runtime
+    assert {"pytest", "hypothesis", "ruff"} <= set(lock_pins(TEST_LOCK))
