@@ -73,6 +73,15 @@ def latest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[Pat
     return (complete[-1] if complete else None), [p for p in folders if p not in complete]
 
 
+def complete_checkpoints(checkpoints: Path) -> list[Path]:
+    """The complete checkpoints of a folder, oldest first."""
+    folders = sorted(
+        (p for p in checkpoints.glob("checkpoint-*") if checkpoint_step(p) is not None),
+        key=checkpoint_step,
+    )
+    return [p for p in folders if problem_with(p) is None]
+
+
 def rotate(checkpoints: Path, keep: int | None, protected: set[Path]) -> list[Path]:
     """Delete complete checkpoints beyond the newest ``keep``, never one in ``protected`` (the
     best one, the one this attempt resumed from); return what was deleted. Runs only after the

@@ -9,8 +9,12 @@ ranks and the tests agree on where things are.
 from __future__ import annotations
 
 import json
+import os
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+NODE_PLACEHOLDER = "{node}"
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,12 @@ class RunLayout:
         return self.root / "attempts.jsonl"
 
     @property
+    def cancel_file(self) -> Path:
+        """Written by ``launcher cancel`` before ``scancel``: a SIGTERM that follows is a cancel,
+        not a preemption (the scheduler shows both as COMPLETING while the ranks save)."""
+        return self.root / "cancel-requested.json"
+
+    @property
     def job_file(self) -> Path:
         """The scheduler job this run was submitted as (cluster runs)."""
         return self.root / "job.json"
@@ -129,6 +139,16 @@ class RunContract:
     global_batch_size: int
     max_length: int
     smoke: bool
+    # Where checkpoints go: the run's own folder (empty: RUN/checkpoints, also for runs planned
+    # before this field existed), or a node-local folder whose `{node}` each node fills in.
+    checkpoints_dir: str = ""
+    checkpoints_on_each_node: bool = False
+
+    def checkpoints_folder(self, node: str | None = None) -> Path:
+        """This node's checkpoint folder (``node`` defaults to the node this process runs on)."""
+        if not self.checkpoints_dir:
+            return RunLayout(Path(self.run_dir)).checkpoints_dir
+        return Path(self.checkpoints_dir.replace(NODE_PLACEHOLDER, node or this_node()))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -136,3 +156,8 @@ class RunContract:
     @classmethod
     def read(cls, path: Path) -> RunContract:
         return cls(**json.loads(path.read_text()))
+
+
+def this_node() -> str:
+    """The name of the node this process runs on: SLURM's name for it, else the short host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]

@@ -144,7 +144,7 @@ def choose_checkpoint(layout: RunLayout, step: int | None) -> Path:
             raise LauncherError(
                 f"no complete checkpoint in {layout.checkpoints_dir}{found}. "
                 f"Resume the run to write one, or use its final model folder {layout.model_dir} "
-                "if it finished."
+                f"if it finished.{node_local_hint(layout)}"
             )
         return complete[-1]
     wanted = layout.checkpoints_dir / f"checkpoint-{step}"
@@ -160,6 +160,23 @@ def choose_checkpoint(layout: RunLayout, step: int | None) -> Path:
             "it out for the newest."
         )
     return wanted
+
+
+def node_local_hint(layout: RunLayout) -> str:
+    """How to export a run whose checkpoints stay on its nodes' disks (each holds its own shards)."""
+    from launcher.contract import RunContract
+
+    if not layout.contract_file.exists():
+        return ""
+    contract = RunContract.read(layout.contract_file)
+    if not contract.checkpoints_on_each_node:
+        return ""
+    return (
+        f" This run keeps its checkpoints on each node's own disk ({contract.checkpoints_dir}), "
+        "and each node holds only its own ranks' shards: copy checkpoint-N from every node into "
+        f"{layout.checkpoints_dir}/checkpoint-N (the shards merge; the other files are the same), "
+        "then export again."
+    )
 
 
 def check_output(output: Path) -> None:

@@ -67,6 +67,21 @@ def load_weights(folder: Path) -> dict:
     return load_file(str(folder / "model.safetensors"))
 
 
+@pytest.fixture(scope="session")
+def cluster() -> None:
+    """The local development SLURM cluster (cluster/devcluster.sh), started once per session."""
+    if os.geteuid() != 0:
+        pytest.skip("the local SLURM cluster needs root (cluster/devcluster.sh start)")
+    started = subprocess.run(
+        [str(REPO / "cluster" / "devcluster.sh"), "start"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if started.returncode != 0:
+        pytest.skip(f"the local SLURM cluster did not start:\n{started.stdout}{started.stderr}")
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A scratch working directory (with a space in its name, to prove paths are quoted)."""

@@ -51,6 +51,14 @@ CASES: dict[str, list[str]] = {
     "zero2": deepspeed(2),
     "zero3": deepspeed(3, 4),
     "zero2-offload-optimizer": deepspeed(2, 2, "distributed.offload_optimizer=cpu"),
+    # Several nodes AND several ranks per node, each node keeping its own checkpoints.
+    "zero3-2nodes-node-local": deepspeed(
+        3,
+        2,
+        "distributed.nodes=2",
+        "checkpointing.use_node_local_storage=true",
+        "checkpointing.node_local_dir=/local/{node}/checkpoints",
+    ),
     "zero3-offload-both": deepspeed(
         3,
         2,
@@ -144,7 +152,8 @@ def walk(value: Any) -> Iterator[Any]:
 def test_batch_numbers_agree_everywhere(case: str) -> None:
     plan = case_plan(case)
     batch, args, contract = plan.batch, plan.trainer_args, plan.contract
-    world = plan.recipe.distributed.nodes * plan.recipe.distributed.processes_per_node
+    nodes, per_node = plan.recipe.distributed.nodes, plan.recipe.distributed.processes_per_node
+    world = nodes * per_node
     expected = (
         plan.recipe.training.per_device_batch_size
         * plan.recipe.training.gradient_accumulation_steps
@@ -160,13 +169,15 @@ def test_batch_numbers_agree_everywhere(case: str) -> None:
         "run_dir": str(GOLDEN_RUN_DIR),
         "task": "sft",
         "world_size": world,
-        "nodes": 1,
-        "processes_per_node": world,
+        "nodes": nodes,
+        "processes_per_node": per_node,
         "per_device_batch_size": 2,
         "gradient_accumulation_steps": 4,
         "global_batch_size": expected,
         "max_length": 128,
         "smoke": False,
+        "checkpoints_dir": args["output_dir"],
+        "checkpoints_on_each_node": plan.recipe.checkpointing.use_node_local_storage,
     }
     assert contract.global_batch_size == expected
     if plan.deepspeed is not None:
@@ -234,6 +245,7 @@ def test_accelerate_config(case: str) -> None:
         assert config["deepspeed_config"] == {
             "deepspeed_config_file": str(plan.layout.deepspeed_file),
             "zero3_init_flag": plan.recipe.distributed.zero_stage == 3,
+            "deepspeed_multinode_launcher": "standard",
         }
     else:
         assert config["distributed_type"] == ("MULTI_GPU" if plan.batch.world_size > 1 else "NO")
@@ -279,12 +291,13 @@ def test_recipe_file_round_trips(case: str) -> None:
 def test_summary(case: str) -> None:
     plan = case_plan(case)
     summary = plan.summary()
-    world = plan.batch.world_size
+    nodes, per_node = plan.recipe.distributed.nodes, plan.recipe.distributed.processes_per_node
+    world = nodes * per_node
     rows = dict(line.split("  ", 1) for line in summary.splitlines() if not line.startswith(" "))
     rows = {key.strip(): value.strip() for key, value in rows.items()}
-    assert rows["world size"] == f"{world} = 1 node(s) x {world} process(es)"
+    assert rows["world size"] == f"{world} = {nodes} node(s) x {per_node} process(es)"
     assert rows["global batch"] == (
-        f"2 (micro) x 4 (accumulation) x {world} (world: 1 node(s) x {world}) "
+        f"2 (micro) x 4 (accumulation) x {world} (world: {nodes} node(s) x {per_node}) "
         f"= {8 * world} sequences"
     )
     assert rows["tokens/step"] == f"{8 * world * 128:,} ({8 * world} x 128 max length)"
@@ -392,6 +405,47 @@ def test_accelerate_launch_accepts_the_command(
         cmd, env = accelerate.utils.launch.prepare_simple_launcher_cmd_env(args)
         assert cmd[1:] == ["-m", "launcher.ranks.entry", str(plan.layout.root)]
         assert env["ACCELERATE_MIXED_PRECISION"] == plan.accelerate["mixed_precision"]
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_each_node_starts_its_ranks_with_torch_launcher_under_deepspeed(
+    stage: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SLURM node's real `accelerate launch` command, as accelerate resolves it: DeepSpeed on 2
+    nodes x 2 ranks goes through torch's launcher with this node's rank in a world of 4, not
+    through the `deepspeed`/pdsh launcher (which wants a hostfile, starts a world of one node and
+    writes the environment to `.deepspeed_env`)."""
+    import accelerate.utils.launch
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    from launcher.backends.slurm_node import NodePlace, node_command
+
+    recipe = load_recipe(GOLDEN_RECIPE, [*deepspeed(stage, 2), "distributed.nodes=2"])
+    plan = build_plan(recipe, tmp_path / "run", python="python")
+    write_plan(plan)
+    monkeypatch.setattr(accelerate.utils.launch, "is_port_in_use", lambda port: False)
+    place = NodePlace(job_id="77", node_rank=1, num_nodes=2, main_host="n1", attempt=0)
+
+    def resolved(config: dict[str, Any]) -> tuple[list[str] | None, Any]:
+        plan.layout.accelerate_file.write_text(yaml.safe_dump(config))
+        command = node_command("python", plan.layout, place)
+        args = launch_command_parser().parse_args(command[3:])
+        args, defaults, _ = _validate_launch_command(args)
+        # What `accelerate launch`'s deepspeed_launcher sets before it prepares the command.
+        args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)
+        cmd, _ = accelerate.utils.launch.prepare_deepspeed_cmd_env(args)
+        return cmd, args
+
+    cmd, args = resolved(plan.accelerate)
+    assert cmd is None, f"DeepSpeed's own launcher would run: {cmd}"
+    assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "2")
+    rendezvous = getattr(args, "rdzv_endpoint", None) or f"{args.master_addr}:{args.master_port}"
+    assert rendezvous == f"n1:{place.port}"
+    # Without the plan's choice accelerate takes pdsh: the failure this test exists for.
+    default = yaml.safe_load(yaml.safe_dump(plan.accelerate))
+    del default["deepspeed_config"]["deepspeed_multinode_launcher"]
+    cmd, _ = resolved(default)
+    assert cmd is not None and cmd[0] == "deepspeed" and "pdsh" in cmd
 
 
 def check_deepspeed_plugin(
@@ -536,7 +590,19 @@ def test_trainer_accepts_the_arguments(case: str, tmp_path: Path, configured_sta
     assert args.max_steps == 20
     assert args.learning_rate == 3e-4
     assert args.max_length == 128
-    assert args.output_dir == str(plan.layout.checkpoints_dir)
+    saving = plan.recipe.checkpointing
+    if saving.use_node_local_storage:  # one folder per run under node_local_dir, {node} kept
+        assert args.save_on_each_node and plan.deepspeed is not None
+        assert plan.deepspeed["checkpoint"] == {"use_node_local_storage": True}
+        assert args.output_dir.startswith(f"{saving.node_local_dir}/{plan.layout.root.name}-")
+        assert plan.contract.checkpoints_folder("n7") == Path(
+            args.output_dir.replace("{node}", "n7")
+        )
+    else:
+        assert not args.save_on_each_node
+        assert plan.deepspeed is None or "checkpoint" not in plan.deepspeed
+        assert args.output_dir == str(plan.layout.checkpoints_dir)
+        assert plan.contract.checkpoints_folder("n7") == plan.layout.checkpoints_dir
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)

@@ -611,6 +611,36 @@ CROSS_FIELD_CASES = {
             "from config"
         ],
     ),
+    "node-local storage under DDP": (
+        ["checkpointing.use_node_local_storage=true", "checkpointing.node_local_dir=/local/c"],
+        [
+            "command line: checkpointing.use_node_local_storage: a DeepSpeed option; DDP "
+            "checkpoints are written once, by rank 0, to the run directory"
+        ],
+    ),
+    "node-local storage without its folder": (
+        ["distributed.strategy=deepspeed", "checkpointing.use_node_local_storage=true"],
+        [
+            "command line: checkpointing.node_local_dir: required with "
+            "`use_node_local_storage: true`: a folder on each node's own disk, e.g. "
+            "/local/scratch/checkpoints"
+        ],
+    ),
+    "node-local folder that is relative": (
+        [
+            "distributed.strategy=deepspeed",
+            "checkpointing.use_node_local_storage=true",
+            "checkpointing.node_local_dir=scratch/{node}",
+        ],
+        ["command line: checkpointing.node_local_dir: 'scratch/{node}' must be an absolute path"],
+    ),
+    "node-local folder without node-local storage": (
+        ["checkpointing.node_local_dir=/local/c"],
+        [
+            "command line: checkpointing.node_local_dir: only used with "
+            "`use_node_local_storage: true`"
+        ],
+    ),
     "retrain without a tokenizer": (
         ["tokenizer.pretrained=null", "tokenizer.train.algorithm=retrain"],
         [

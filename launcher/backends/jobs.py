@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from launcher.checkpoints import SET_ASIDE_PREFIX, latest_complete_checkpoint
-from launcher.contract import RunLayout
+from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
 
 
@@ -24,7 +24,9 @@ def locate(target: str) -> tuple[RunLayout, str | None]:
     if (path / "plan").is_dir():
         layout = RunLayout(path.absolute())
         job = json.loads(layout.job_file.read_text()) if layout.job_file.exists() else {}
-        return layout, job.get("job_id")
+        # A run of `launcher sbatch`'s script was submitted by the user: its attempts name the job.
+        started = [event["job_id"] for event in attempts(layout) if event.get("event") == "start"]
+        return layout, job.get("job_id") or (started[-1] if started else None)
     if target.isdigit():
         fields = scontrol_job(target)
         stdout = fields.get("StdOut", "")
@@ -87,7 +89,11 @@ def status_report(layout: RunLayout, job_id: str | None) -> str:
                 f"attempt {event['attempt']}   {when} end: {event['reason']} at step {event.get('step')}"
             )
     newest, incomplete = latest_complete_checkpoint(layout.checkpoints_dir)
-    lines.append(f"checkpoint  {newest or 'none complete yet'}")
+    contract = RunContract.read(layout.contract_file) if layout.contract_file.exists() else None
+    if contract is not None and contract.checkpoints_on_each_node:
+        lines.append(f"checkpoint  on each node's own disk: {contract.checkpoints_dir}")
+    else:
+        lines.append(f"checkpoint  {newest or 'none complete yet'}")
     set_aside = sorted(p.name for p in layout.checkpoints_dir.glob(f"{SET_ASIDE_PREFIX}*"))
     if incomplete or set_aside:
         names = ", ".join([p.name for p in incomplete] + set_aside)
@@ -116,8 +122,10 @@ def failure_lines(layout: RunLayout) -> list[str]:
 def cancel(layout: RunLayout, job_id: str | None) -> str:
     if not job_id:
         raise LauncherError(f"{layout.root} has no job to cancel (it was not submitted)")
+    layout.cancel_file.write_text(json.dumps({"job_id": job_id, "time": time.time()}) + "\n")
     result = run(["scancel", job_id])
     if result is None or result.returncode != 0:
+        layout.cancel_file.unlink(missing_ok=True)
         raise LauncherError(
             f"scancel {job_id} failed: {result.stderr.strip() if result else 'not found'}"
         )

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from launcher.backends.prepare import PRIVATE_UMASK
 from launcher.checkpoints import checkpoint_step, latest_complete_checkpoint
-from launcher.contract import RunLayout
+from launcher.contract import RunContract, RunLayout
 from launcher.plan.build import RANK_ENTRY_MODULE
 
 SAVE_TIMEOUT_S = 600  # how long the first node waits for the ranks' save after the signal
@@ -131,7 +131,8 @@ def record(layout: RunLayout, event: dict) -> None:
 
 
 def record_start(layout: RunLayout, place: NodePlace) -> None:
-    newest, _ = latest_complete_checkpoint(layout.checkpoints_dir)
+    contract = RunContract.read(layout.contract_file)  # node-local checkpoints: this node's
+    newest, _ = latest_complete_checkpoint(contract.checkpoints_folder())
     record(layout, {
         "event": "start", "job_id": place.job_id, "attempt": place.attempt,
         "nodes": place.num_nodes, "main_host": place.main_host,
@@ -146,15 +147,29 @@ def record_end(
                     "reason": reason, "step": step, **extra})  # fmt: skip
 
 
-def outcome(layout: RunLayout, returncode: int) -> tuple[str, int | None]:
-    """How an attempt ended: completed, time-limit, preempted or failed; and at which step."""
+def outcome(
+    layout: RunLayout, returncode: int, job_id: str | None = None
+) -> tuple[str, int | None]:
+    """How an attempt ended: completed, time-limit, preempted, cancelled or failed; and at which
+    step."""
     if layout.result_file.exists():
         return "completed", json.loads(layout.result_file.read_text()).get("global_step")
     if layout.stopped_file.exists():
         stopped = json.loads(layout.stopped_file.read_text())
-        reason = "time-limit" if stopped.get("signal") == "SIGUSR2" else "preempted"
-        return reason, stopped.get("step")
+        if stopped.get("signal") == "SIGUSR2":
+            return "time-limit", stopped.get("step")
+        # SIGTERM: preemption (`scontrol requeue`), unless `launcher cancel` asked for it.
+        return ("cancelled" if cancel_requested(layout, job_id) else "preempted"), stopped.get(
+            "step"
+        )
     return ("failed" if returncode else "completed"), None
+
+
+def cancel_requested(layout: RunLayout, job_id: str | None) -> bool:
+    try:
+        return json.loads(layout.cancel_file.read_text()).get("job_id") == job_id
+    except (OSError, ValueError):
+        return False
 
 
 def wait_for_save(layout: RunLayout, timeout_s: float = SAVE_TIMEOUT_S) -> bool:
@@ -180,7 +195,7 @@ def run_attempt(
     process = start_ranks(python, layout, place)
     while process.poll() is None:
         time.sleep(0.5)
-    reason, step = outcome(layout, process.returncode)
+    reason, step = outcome(layout, process.returncode, place.job_id)
     if place.node_rank == 0 and (reason != "time-limit" or record_time_limit):
         record_end(layout, place, reason, step, returncode=process.returncode)
     return reason, step, process.returncode

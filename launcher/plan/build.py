@@ -7,6 +7,7 @@ files back. ``launcher plan`` prints :meth:`Plan.summary` and can write the same
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import sys
@@ -76,6 +77,8 @@ class Plan:
             global_batch_size=self.batch.global_batch,
             max_length=self.batch.max_length,
             smoke=self.smoke,
+            checkpoints_dir=str(checkpoints_location(self.recipe, self.layout)),
+            checkpoints_on_each_node=self.recipe.checkpointing.use_node_local_storage,
         )
 
     @property
@@ -125,6 +128,8 @@ class Plan:
             ("steps", describe_steps(recipe)),
             ("optimizer", self.optimizer_description),
             ("distributed", describe_distribution(recipe)),
+            ("launch", describe_launch(recipe, batch)),
+            ("checkpoints", describe_checkpoints(recipe, self.layout)),
             ("precision", recipe.training.precision),
             *memory_rows(self.memory),
             (
@@ -197,7 +202,7 @@ def build_plan(
         batch=batch,
         accelerate=accelerate_config(recipe, batch, layout.deepspeed_file),
         deepspeed=deepspeed,
-        trainer_args=trainer_arguments(recipe, batch, layout),
+        trainer_args=trainer_arguments(recipe, batch, layout, checkpoints_location(recipe, layout)),
         command=command,
         parameters=parameters,
         memory=memory,
@@ -262,6 +267,49 @@ def describe_distribution(recipe: Recipe) -> str:
     return (
         f"DeepSpeed ZeRO-{dist.zero_stage}, optimizer offload: {dist.offload_optimizer}, "
         f"parameter offload: {dist.offload_parameters}"
+    )
+
+
+def checkpoints_location(recipe: Recipe, layout: RunLayout) -> Path:
+    """Where the Trainer saves: the run directory, or with node-local storage one folder per run
+    under ``node_local_dir`` (named after the run directory, whose path it hashes, so that two
+    runs of one name never share it; ``{node}`` stays for each node to fill in)."""
+    saving = recipe.checkpointing
+    if not saving.use_node_local_storage or saving.node_local_dir is None:
+        return layout.checkpoints_dir
+    digest = hashlib.sha256(str(layout.root).encode()).hexdigest()[:8]
+    return Path(saving.node_local_dir) / f"{layout.root.name}-{digest}"
+
+
+def describe_checkpoints(recipe: Recipe, layout: RunLayout) -> str:
+    saving = recipe.checkpointing
+    if saving.strategy == "no":
+        return "none (checkpointing.strategy: no)"
+    cadence = f"every {saving.every_steps} steps" if saving.strategy == "steps" else "every epoch"
+    kept = f"keep {saving.keep}" if saving.keep else "keep all"
+    where = checkpoints_location(recipe, layout)
+    if saving.use_node_local_storage:
+        return (
+            f"{cadence}, {kept}, on each node's own disk in {where} (DeepSpeed "
+            "use_node_local_storage; each node resumes from its own shards)"
+        )
+    return f"{cadence}, {kept}, in {where} (shared by every node)"
+
+
+def describe_launch(recipe: Recipe, batch: BatchNumbers) -> str:
+    """What starts the ranks on each node: always torch's launcher under ``accelerate launch``
+    (for DeepSpeed too: its pdsh launcher would need a hostfile and write the environment down)."""
+    ranks = f"{batch.processes_per_node} rank(s)"
+    if batch.nodes == 1:
+        return f"accelerate launch -> torch.distributed.run, {ranks} on one node"
+    via = (
+        " (deepspeed_multinode_launcher: standard)"
+        if recipe.distributed.strategy == "deepspeed"
+        else ""
+    )
+    return (
+        f"on each of {batch.nodes} nodes: accelerate launch --machine_rank NODE -> "
+        f"torch.distributed.run{via}, {ranks}; rendezvous at the first node"
     )
 
 

@@ -35,6 +35,9 @@ def deepspeed_config(
         "steps_per_print": 1_000_000,
         "wall_clock_breakdown": False,
     }
+    if recipe.checkpointing.use_node_local_storage:
+        # Each node's local rank 0 (not only global rank 0) writes the non-sharded states.
+        config["checkpoint"] = {"use_node_local_storage": True}
     return config
 
 

@@ -6,6 +6,7 @@ GPU (logged there), so ``plan/trainer_args.json`` is the truth about what traine
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from launcher.contract import RunLayout
@@ -15,7 +16,11 @@ from launcher.recipe.schema import Recipe
 LOWER_IS_BETTER = ("loss", "eval_loss", "perplexity", "eval_perplexity")
 
 
-def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) -> dict[str, Any]:
+def trainer_arguments(
+    recipe: Recipe, batch: BatchNumbers, layout: RunLayout, checkpoints: Path
+) -> dict[str, Any]:
+    """The Trainer's arguments; ``checkpoints`` is where it saves (``{node}`` is filled in by
+    each rank, for node-local storage)."""
     training, saving = recipe.training, recipe.checkpointing
     metric = training.metric_for_best_model if training.load_best_model_at_end else None
     if training.load_best_model_at_end and metric is None:
@@ -24,7 +29,7 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
     if metric is not None and greater is None:
         greater = metric not in LOWER_IS_BETTER
     args: dict[str, Any] = {
-        "output_dir": str(layout.checkpoints_dir),
+        "output_dir": str(checkpoints),
         "per_device_train_batch_size": batch.micro_batch,
         "per_device_eval_batch_size": training.per_device_eval_batch_size or batch.micro_batch,
         "gradient_accumulation_steps": batch.accumulation,
@@ -51,6 +56,8 @@ def trainer_arguments(recipe: Recipe, batch: BatchNumbers, layout: RunLayout) ->
         # Retention is the launcher's (ranks/callbacks.py): the Trainer would delete old
         # checkpoints before the new one is complete, leaving none after a crash.
         "save_total_limit": None,
+        # Node-local storage: every node saves what it needs to resume (trainer state, model).
+        "save_on_each_node": saving.use_node_local_storage,
         "load_best_model_at_end": training.load_best_model_at_end,
         "metric_for_best_model": metric,
         "greater_is_better": greater,

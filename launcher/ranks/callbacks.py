@@ -141,16 +141,35 @@ def peak_gpu_memory() -> dict[str, int]:
 
 class CheckpointCompletion(TrainerCallback):
     """Marks a checkpoint complete once every rank has finished writing it, then applies the
-    retention (newest ``keep``, plus the best and the one this attempt resumed from)."""
+    retention (newest ``keep``, plus the best and the one this attempt resumed from).
 
-    def __init__(self, state: Any, keep: int | None, resumed_from: Path | None):
+    With node-local storage each node holds its own copy, so each node's first rank marks and
+    prunes it; otherwise global rank 0 does, once for the shared folder."""
+
+    def __init__(
+        self, state: Any, keep: int | None, resumed_from: Path | None, on_each_node: bool = False
+    ):
         self.state, self.keep, self.resumed_from = state, keep, resumed_from
+        self.on_each_node = on_each_node
 
     def on_save(self, args, state, control, **kwargs):
         self.state.wait_for_everyone()
-        if state.is_world_process_zero:
+        writer = (
+            self.state.is_local_main_process if self.on_each_node else state.is_world_process_zero
+        )
+        if writer:
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if self.on_each_node:
+                write_latest_tag(folder, state.global_step)
             write_manifest(folder, state.global_step, self.state.num_processes)
             protected = {Path(p) for p in (state.best_model_checkpoint, self.resumed_from) if p}
             rotate(Path(args.output_dir), self.keep, protected)
         self.state.wait_for_everyone()
+
+
+def write_latest_tag(folder: Path, step: int) -> None:
+    """DeepSpeed writes ``latest`` (the tag resume reads) on global rank 0 only, also with
+    node-local storage: without it the other nodes could not resume from their own copy."""
+    tag = f"global_step{step}"
+    if (folder / tag).is_dir() and not (folder / "latest").exists():
+        (folder / "latest").write_text(tag)

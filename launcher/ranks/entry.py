@@ -96,6 +96,8 @@ def train(layout: RunLayout) -> None:
     if state.is_main_process:
         layout.stopped_file.unlink(missing_ok=True)
     use_cpu = not runtime.cuda_available()
+    checkpoints = contract.checkpoints_folder()  # this node's, with node-local storage
+    trainer_args = {**trainer_args, "output_dir": str(checkpoints)}
     args = training_arguments(recipe, trainer_args, use_cpu=use_cpu)
     runtime.check_numbers(contract, runtime.numbers_seen(state, args))
     say(
@@ -120,12 +122,13 @@ def train(layout: RunLayout) -> None:
 
     set_seed(args.seed)
     model = build_model(recipe, tokenizer)
-    resume = choose_checkpoint(layout, state)
-    check_resume_world(recipe, resume, state.num_processes)
+    on_each_node = contract.checkpoints_on_each_node
+    resume = choose_checkpoint(checkpoints, state, on_each_node)
+    check_resume_world(recipe, resume, state.num_processes, layout.root)
     callbacks = [
         PlanGuard(contract, state),
         MetricsLog(layout.metrics_file),
-        CheckpointCompletion(state, recipe.checkpointing.keep, resume),
+        CheckpointCompletion(state, recipe.checkpointing.keep, resume, on_each_node),
         stop,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
@@ -142,6 +145,9 @@ def train(layout: RunLayout) -> None:
         say(state, f"stopped on {stop.signal_name} at step {stop.stopped_at}; checkpoint saved")
         return
     final_metrics = trainer.evaluate() if "eval" in splits else {}
+    # The final model goes once into the shared run directory, even when every node kept its
+    # own checkpoints (two nodes writing the same files would race).
+    trainer.args.save_on_each_node = False
     trainer.save_model(str(layout.model_dir))
     if state.is_main_process:
         tokenizer.save_pretrained(layout.model_dir)
@@ -150,19 +156,68 @@ def train(layout: RunLayout) -> None:
     say(state, f"done: model saved to {layout.model_dir}")
 
 
-def choose_checkpoint(layout: RunLayout, state: Any) -> Path | None:
-    """The newest complete checkpoint; incomplete ones are named and moved aside, not deleted."""
+def choose_checkpoint(folder: Path, state: Any, on_each_node: bool) -> Path | None:
+    """The newest complete checkpoint (with node-local storage: the newest one complete on every
+    node); incomplete ones are named and moved aside, not deleted."""
     from launcher.checkpoints import latest_complete_checkpoint, problem_with, set_aside
 
-    resume, skipped = latest_complete_checkpoint(layout.checkpoints_dir)
-    state.wait_for_everyone()  # every rank has chosen before rank 0 moves anything
-    for folder in skipped:
-        reason = problem_with(folder)
-        if state.is_main_process:
-            kept = set_aside(folder)
-            say(state, f"warning: skipping incomplete {folder.name} ({reason}); kept as {kept}")
+    resume, skipped = latest_complete_checkpoint(folder)
+    if on_each_node:
+        resume, newer = checkpoint_on_every_node(folder, resume, state)
+        skipped = [*skipped, *newer]
+    state.wait_for_everyone()  # every rank has chosen before anything is moved
+    mover = state.is_local_main_process if on_each_node else state.is_main_process
+    for skipped_folder in skipped:
+        reason = problem_with(skipped_folder) or "not complete on every node"
+        if mover:
+            kept = set_aside(skipped_folder)
+            print(
+                f"[launcher] warning: skipping {skipped_folder.name} ({reason}); kept as {kept}",
+                flush=True,
+            )
     state.wait_for_everyone()
     return resume
+
+
+def checkpoint_on_every_node(
+    folder: Path, newest: Path | None, state: Any
+) -> tuple[Path | None, list[Path]]:
+    """With node-local storage each node sees only its own disk: agree on the newest step that
+    is complete everywhere, and return it with this node's newer ones (to set aside)."""
+    import torch.distributed as dist
+
+    from launcher.checkpoints import complete_checkpoints
+    from launcher.contract import this_node
+
+    mine = [checkpoint_step_of(p) for p in complete_checkpoints(folder)]
+    everyone: list[Any] = [None] * state.num_processes
+    if dist.is_available() and dist.is_initialized():
+        dist.all_gather_object(everyone, (this_node(), mine))
+    else:
+        everyone = [(this_node(), mine)]
+    common = set.intersection(*(set(steps) for _, steps in everyone))
+    if not common and any(steps for _, steps in everyone):
+        held = "; ".join(
+            f"{node}: {steps or 'none'}"
+            for node, steps in sorted(set((node, tuple(steps)) for node, steps in everyone))
+        )
+        raise LauncherError(
+            f"node-local checkpoints disagree ({held}): no step is complete on every node of "
+            "this attempt, so it runs on other nodes than the ones that saved. Checkpoints stay "
+            "on the disks of the nodes that wrote them: resubmit on those nodes, or copy each "
+            f"node's {folder.name} folders to every node; `--from-scratch` starts over."
+        )
+    step = max(common) if common else None
+    chosen = folder / f"checkpoint-{step}" if step is not None else None
+    return chosen, [folder / f"checkpoint-{s}" for s in mine if step is None or s > step]
+
+
+def checkpoint_step_of(folder: Path) -> int:
+    from launcher.checkpoints import checkpoint_step
+
+    step = checkpoint_step(folder)
+    assert step is not None
+    return step
 
 
 MODEL_FILE_SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args",
@@ -192,7 +247,7 @@ def finish_from_checkpoint(layout: RunLayout, checkpoint: Path, state: Any) -> N
     say(state, f"training had finished at {checkpoint.name}; model saved to {layout.model_dir}")
 
 
-def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int) -> None:
+def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int, run_dir: Path) -> None:
     """ZeRO shards belong to the world size that wrote them: refuse another one before training.
 
     DDP checkpoints hold whole weights and optimizer states, so they load on any world size.
@@ -208,13 +263,9 @@ def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int) -> 
             f"by {written_by} ranks, but this run has {world_size}. The shards split optimizer "
             "states by rank, and a different world size cannot load them as they are. Either "
             f"run with {written_by} ranks again, or export the weights "
-            f"(`launcher export {layout_root(resume)} -o DIR`) and start a new run from them "
+            f"(`launcher export {run_dir} -o DIR`) and start a new run from them "
             "(model.pretrained=DIR); the optimizer states start fresh then."
         )
-
-
-def layout_root(checkpoint: Path) -> str:
-    return str(checkpoint.parent.parent)
 
 
 def write_result(

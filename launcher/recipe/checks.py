@@ -55,6 +55,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     checks: list[Callable[[Recipe], Iterator[Problem]]] = [
         check_model,
         check_model_sizes,
+        check_checkpoint_storage,
         check_paths,
         check_tokenizer,
         check_data,
@@ -249,6 +250,27 @@ def check_evaluation(recipe: Recipe) -> Iterator[Problem]:
             "training.metric_for_best_model",
             (f"{metric!r} is not computed for task {recipe.task!r}; allowed: {', '.join(allowed)}"),
         )
+
+
+def check_checkpoint_storage(recipe: Recipe) -> Iterator[Problem]:
+    saving = recipe.checkpointing
+    if not saving.use_node_local_storage:
+        if saving.node_local_dir is not None:
+            yield "checkpointing.node_local_dir", "only used with `use_node_local_storage: true`"
+        return
+    if recipe.distributed.strategy != "deepspeed":
+        message = (
+            "a DeepSpeed option; DDP checkpoints are written once, by rank 0, to the run directory"
+        )
+        yield "checkpointing.use_node_local_storage", message
+    if saving.node_local_dir is None:
+        yield (
+            "checkpointing.node_local_dir",
+            "required with `use_node_local_storage: true`: a folder on each node's own disk, "
+            "e.g. /local/scratch/checkpoints",
+        )
+    elif not saving.node_local_dir.startswith("/"):
+        yield "checkpointing.node_local_dir", f"{saving.node_local_dir!r} must be an absolute path"
 
 
 def check_warmup(recipe: Recipe) -> Iterator[Problem]:

@@ -210,6 +210,17 @@ class CheckpointingSection(Section):
     strategy: Cadence = Field("steps", description="When to save: `no`, `steps`, `epoch`.")
     every_steps: int = Field(500, gt=0, description="Save every N optimizer steps (`steps`).")
     keep: int | None = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
+    use_node_local_storage: bool = Field(
+        False,
+        description="DeepSpeed: each node keeps its own shards on its own disk "
+        "(`node_local_dir`) instead of the shared run directory; a requeued job must get the "
+        "same nodes back to resume.",
+    )
+    node_local_dir: str | None = Field(
+        None,
+        description="With `use_node_local_storage`: an absolute folder on each node's local "
+        "disk; `{node}` in it becomes the node's name.",
+    )
 
 
 class ResourcesSection(Section):
