@@ -172,7 +172,8 @@ def choose_checkpoint(folder: Path, state: Any, on_each_node: bool) -> Path | No
         if mover:
             kept = set_aside(skipped_folder)
             print(
-                f"[launcher] warning: skipping {skipped_folder.name} ({reason}); kept as {kept}",
+                f"[launcher] warning: skipping incomplete {skipped_folder.name} ({reason}); "
+                f"kept as {kept}",
                 flush=True,
             )
     state.wait_for_everyone()

@@ -334,6 +334,8 @@ def describe_validation_error(
 
 VALIDATOR_PREFIX = re.compile(r"^(Value error|Assertion failed), ")
 MISSING = object()
+# How pydantic names the member types of a union in an error location (no recipe key looks so).
+UNION_MEMBER = re.compile(r"^(str|int|float|bool|list|dict|none)(\[.*\])?$")
 
 
 def locate(loc: tuple[Any, ...], data: Any) -> tuple[list[str], str | None, Any]:
@@ -345,6 +347,8 @@ def locate(loc: tuple[Any, ...], data: Any) -> tuple[list[str], str | None, Any]
     for part in loc:
         if part == "[key]":
             break
+        if isinstance(current, dict) and part not in current and UNION_MEMBER.match(str(part)):
+            return parts, str(part), current  # a mapping where a union wants `str` or a list
         if isinstance(current, dict) or current is MISSING:
             current = current.get(part, MISSING) if isinstance(current, dict) else MISSING
         elif isinstance(current, list) and isinstance(part, int) and part < len(current):
