@@ -7,7 +7,7 @@ second time (a cache hit), and with two processes.
 The corpus is built at run time in a temporary folder: ../shared/data/rij.txt repeated when it is
 there, generated sentences otherwise. A byte-level BPE tokenizer (8,000 tokens) is trained on its
 first megabyte by the launcher's tokenizer code. Each measurement calls
-``launcher.ranks.prepared.prepare`` the way a rank does, for the recipe defaults of an SFT run
+``launcher.ranks.data_cache.prepare`` the way a rank does, for the recipe defaults of an SFT run
 (``max_length`` 512, bfd packing, shuffled), and times it whole: reading the text, the cache key,
 tokenizing, packing, saving. A "first run" starts with an empty launcher cache and an empty
 ``datasets`` cache; the second run is the same call again. Runs are interleaved and repeated
@@ -92,7 +92,7 @@ def timed_prepare(recipe: Any, tokenizer_dir: Path, root: Path, hf_cache: Path) 
     """One preparation as a rank does it; ``hf_cache`` empty makes it a cold first run."""
     import datasets
 
-    from launcher.ranks.prepared import prepare
+    from launcher.ranks.data_cache import prepare
     from launcher.ranks.tokenizer_stage import load_saved_tokenizer
 
     datasets.config.HF_DATASETS_CACHE = hf_cache

@@ -22,12 +22,9 @@ import sys
 from common import REPO, command_line, machine_line, markdown_table
 
 sys.path.insert(0, str(REPO))
-from launcher.plan.memory import (  # noqa: E402  (the checkout's launcher, not another install)
-    ParameterCount,
-    count_parameters,
-    estimate_memory,
-    format_bytes,
-)
+from launcher.plan.memory import estimate_memory  # noqa: E402  (the checkout's launcher)
+from launcher.plan.parameters import ParameterCount, count_parameters  # noqa: E402
+from launcher.units import format_bytes  # noqa: E402
 
 MODELS = {
     # name: (architecture, config)
@@ -130,7 +127,7 @@ import json, sys, warnings
 warnings.filterwarnings("ignore")
 import bitsandbytes, torch
 from transformers import MistralConfig, MistralForCausalLM, Trainer, TrainingArguments
-from launcher.plan.memory import full_config
+from launcher.architectures import full_config
 config = json.loads(sys.argv[2])
 out = {}
 for optim in ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch"):

@@ -158,8 +158,8 @@ def measure(size: Size, work: Path) -> list[dict[str, Any]]:
     import datasets
     from trl import SFTConfig, SFTTrainer
 
-    from launcher.ranks.prepared import prepare
-    from launcher.ranks.trainers import build_trainer, sft_arguments, training_arguments
+    from launcher.ranks.data_cache import prepare
+    from launcher.ranks.trainers import build_trainer, make_training_arguments, sft_arguments
     from launcher.recipe.schema import Recipe
 
     corpus = write_corpus(work, size)
@@ -204,7 +204,7 @@ def measure(size: Size, work: Path) -> list[dict[str, Any]]:
         return SFTTrainer(model(), args, train_dataset=rows, processing_class=tokenizer)
 
     def launcher() -> Any:  # what a rank builds: training_arguments, then build_trainer
-        args = training_arguments(recipe, {**common, "packing": recipe.data.packing}, True)
+        args = make_training_arguments(recipe, {**common, "packing": recipe.data.packing}, True)
         return build_trainer(recipe, model(), tokenizer, args, {"train": rows}, [])
 
     sides = {BASELINE: baseline, FLATTENED: flattened, LAUNCHER: launcher}

@@ -11,10 +11,13 @@ aside so that the resumed run never writes into it; nothing is deleted.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+from launcher.errors import LauncherError
+from launcher.files import write_text_atomic
 
 COMPLETE_MARKER = "launcher-complete.json"
 SET_ASIDE_PREFIX = "incomplete-"
@@ -34,12 +37,7 @@ def write_manifest(folder: Path, step: int, world_size: int) -> None:
         if path.is_file() and not path.name.startswith(f".{COMPLETE_MARKER}")
     }
     manifest = {"step": step, "world_size": world_size, "time": time.time(), "files": files}
-    partial = folder / f".{COMPLETE_MARKER}.partial"
-    with open(partial, "w", encoding="utf-8") as stream:
-        json.dump(manifest, stream, indent=1)
-        stream.flush()
-        os.fsync(stream.fileno())
-    partial.replace(folder / COMPLETE_MARKER)
+    write_text_atomic(folder / COMPLETE_MARKER, json.dumps(manifest, indent=1), durable=True)
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -63,23 +61,23 @@ def problem_with(folder: Path) -> str | None:
     return None
 
 
-def latest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[Path]]:
-    """The newest complete checkpoint, and the incomplete ones (newest last)."""
-    folders = sorted(
-        (p for p in checkpoints.glob("checkpoint-*") if checkpoint_step(p) is not None),
-        key=checkpoint_step,
-    )
-    complete = [p for p in folders if problem_with(p) is None]
-    return (complete[-1] if complete else None), [p for p in folders if p not in complete]
+def list_checkpoints(checkpoints: Path) -> list[Path]:
+    """Every ``checkpoint-N`` folder of ``checkpoints``, oldest step first (the one listing rule:
+    resume, retention, export and status all read checkpoints through it)."""
+    folders = [p for p in checkpoints.glob("checkpoint-*") if checkpoint_step(p) is not None]
+    return sorted(folders, key=lambda p: checkpoint_step(p) or 0)
 
 
 def complete_checkpoints(checkpoints: Path) -> list[Path]:
     """The complete checkpoints of a folder, oldest first."""
-    folders = sorted(
-        (p for p in checkpoints.glob("checkpoint-*") if checkpoint_step(p) is not None),
-        key=checkpoint_step,
-    )
-    return [p for p in folders if problem_with(p) is None]
+    return [p for p in list_checkpoints(checkpoints) if problem_with(p) is None]
+
+
+def latest_complete_checkpoint(checkpoints: Path) -> tuple[Path | None, list[Path]]:
+    """The newest complete checkpoint, and the incomplete ones (newest last)."""
+    folders = list_checkpoints(checkpoints)
+    complete = [p for p in folders if problem_with(p) is None]
+    return (complete[-1] if complete else None), [p for p in folders if p not in complete]
 
 
 def rotate(checkpoints: Path, keep: int | None, protected: set[Path]) -> list[Path]:
@@ -88,11 +86,7 @@ def rotate(checkpoints: Path, keep: int | None, protected: set[Path]) -> list[Pa
     newest checkpoint's manifest is written, so a complete checkpoint always remains."""
     if keep is None:
         return []
-    complete = sorted(
-        (p for p in checkpoints.glob("checkpoint-*") if checkpoint_step(p) is not None
-         and problem_with(p) is None),
-        key=checkpoint_step,
-    )  # fmt: skip
+    complete = complete_checkpoints(checkpoints)
     keep_set = set(complete[-keep:]) | {p.resolve() for p in protected} | set(protected)
     doomed = [p for p in complete if p not in keep_set and p.resolve() not in keep_set]
     for folder in doomed:
@@ -100,8 +94,99 @@ def rotate(checkpoints: Path, keep: int | None, protected: set[Path]) -> list[Pa
     return doomed
 
 
-def set_aside(folder: Path) -> Path:
-    """Rename an incomplete checkpoint out of the Trainer's way (it would save into it again)."""
+def move_aside(folder: Path) -> Path:
+    """Rename an incomplete checkpoint out of the Trainer's way (it would save into it again);
+    nothing is deleted."""
     target = folder.with_name(f"{SET_ASIDE_PREFIX}{folder.name}-{int(time.time())}")
     folder.rename(target)
     return target
+
+
+# --- resume, inside the ranks (torch is imported there only) ------------------------------------
+
+
+def choose_checkpoint(folder: Path, state: Any, on_each_node: bool) -> Path | None:
+    """The newest complete checkpoint (with node-local storage: the newest one complete on every
+    node); incomplete ones are named and moved aside, not deleted."""
+    resume, skipped = latest_complete_checkpoint(folder)
+    if on_each_node:
+        resume, newer = checkpoint_on_every_node(folder, resume, state)
+        skipped = [*skipped, *newer]
+    state.wait_for_everyone()  # every rank has chosen before anything is moved
+    mover = state.is_local_main_process if on_each_node else state.is_main_process
+    for skipped_folder in skipped:
+        reason = problem_with(skipped_folder) or "not complete on every node"
+        if mover:
+            kept = move_aside(skipped_folder)
+            print(
+                f"[launcher] warning: skipping incomplete {skipped_folder.name} ({reason}); "
+                f"kept as {kept}",
+                flush=True,
+            )
+    state.wait_for_everyone()
+    return resume
+
+
+def checkpoint_on_every_node(
+    folder: Path, newest: Path | None, state: Any
+) -> tuple[Path | None, list[Path]]:
+    """With node-local storage each node sees only its own disk: agree on the newest step that
+    is complete everywhere, and return it with this node's newer ones (to set aside)."""
+    import torch.distributed as dist
+
+    from launcher.contract import this_node
+
+    mine = [checkpoint_step_of(p) for p in complete_checkpoints(folder)]
+    everyone: list[Any] = [None] * state.num_processes
+    if dist.is_available() and dist.is_initialized():
+        dist.all_gather_object(everyone, (this_node(), mine))
+    else:
+        everyone = [(this_node(), mine)]
+    common = set.intersection(*(set(steps) for _, steps in everyone))
+    if not common and any(steps for _, steps in everyone):
+        held = "; ".join(
+            f"{node}: {steps or 'none'}"
+            for node, steps in sorted(set((node, tuple(steps)) for node, steps in everyone))
+        )
+        raise LauncherError(
+            f"node-local checkpoints disagree ({held}): no step is complete on every node of "
+            "this attempt, so it runs on other nodes than the ones that saved. Checkpoints stay "
+            "on the disks of the nodes that wrote them: resubmit on those nodes, or copy each "
+            f"node's {folder.name} folders to every node; `--from-scratch` starts over."
+        )
+    step = max(common) if common else None
+    chosen = folder / f"checkpoint-{step}" if step is not None else None
+    return chosen, [folder / f"checkpoint-{s}" for s in mine if step is None or s > step]
+
+
+def checkpoint_step_of(folder: Path) -> int:
+    step = checkpoint_step(folder)
+    assert step is not None
+    return step
+
+
+def training_finished(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` is the last step of its run (killed before the final save)."""
+    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return 0 < trainer_state.get("max_steps", 0) <= trainer_state.get("global_step", 0)
+
+
+def check_resume_world(
+    zero_stage: int | None, resume: Path | None, world_size: int, run_dir: Path
+) -> None:
+    """ZeRO shards belong to the world size that wrote them: refuse another one before training.
+
+    DDP checkpoints hold whole weights and optimizer states, so they load on any world size.
+    """
+    if resume is None or zero_stage is None:
+        return
+    written_by = (read_manifest(resume) or {}).get("world_size", world_size)
+    if written_by != world_size:
+        raise LauncherError(
+            f"{resume.name} holds DeepSpeed ZeRO-{zero_stage} shards written "
+            f"by {written_by} ranks, but this run has {world_size}. The shards split optimizer "
+            "states by rank, and a different world size cannot load them as they are. Either "
+            f"run with {written_by} ranks again, or export the weights "
+            f"(`launcher export {run_dir} -o DIR`) and start a new run from them "
+            "(model.pretrained=DIR); the optimizer states start fresh then."
+        )

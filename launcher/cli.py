@@ -215,7 +215,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"\nbatch script for cluster {args.profile.name}:\n{batch_script(plan, args.profile)}"
         )
     if args.output:
-        from launcher.backends.prepare import write_files
+        from launcher.backends.run_dir import write_files
 
         write_files({args.output / path.name: text for path, text in plan.files().items()})
         print(f"\nplan files written to {args.output}")
@@ -247,7 +247,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
-    from launcher.backends.prepare import write_files
+    from launcher.backends.run_dir import write_files
     from launcher.backends.slurm import prepare_cluster_run, standalone_script
 
     plan = resolve(args)

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 NODE_PLACEHOLDER = "{node}"
+RANK_ENTRY_MODULE = "launcher.ranks.entry"
 
 
 @dataclass(frozen=True)
@@ -161,3 +162,37 @@ class RunContract:
 def this_node() -> str:
     """The name of the node this process runs on: SLURM's name for it, else the short host name."""
     return os.environ.get("SLURMD_NODENAME") or socket.gethostname().split(".")[0]
+
+
+@dataclass(frozen=True)
+class Rendezvous:
+    """Where one node of a multi-node job meets the others (from SLURM, on each node)."""
+
+    num_nodes: int
+    node_rank: int
+    main_host: str
+    port: int
+
+
+def rank_launch_command(
+    python: str,
+    accelerate_config: Path,
+    *module_args: str,
+    module: str = RANK_ENTRY_MODULE,
+    rendezvous: Rendezvous | None = None,
+    port: int | None = None,
+) -> list[str]:
+    """The one way ranks are started: ``accelerate launch`` with a plan's Accelerate config,
+    running ``module`` (the rank entry: ``RUN_DIR``) in every rank. ``rendezvous`` places this
+    node in a multi-node job; ``port`` alone picks the rendezvous port on one machine."""
+    command = [python, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config)]
+    if rendezvous is not None:
+        command += [
+            "--num_machines", str(rendezvous.num_nodes),
+            "--machine_rank", str(rendezvous.node_rank),
+            "--main_process_ip", rendezvous.main_host,
+            "--main_process_port", str(rendezvous.port),
+        ]  # fmt: skip
+    elif port is not None:
+        command += ["--main_process_port", str(port)]
+    return [*command, "-m", module, *module_args]

@@ -256,7 +256,7 @@ def slurm_output(command: list[str]) -> str:
 def check_disk(runs_dir: Path) -> Check:
     """Free space where runs go; a runs directory that does not exist yet is measured at its
     nearest existing parent, which is where it will be created."""
-    from launcher.plan.memory import format_bytes
+    from launcher.units import format_bytes
 
     target = runs_dir.absolute()
     existing = target
@@ -323,6 +323,7 @@ def launch_command(folder: Path, result_file: Path, port: int) -> list[str]:
     """``accelerate launch`` with the Accelerate config a two-rank DDP plan has."""
     import yaml
 
+    from launcher.contract import rank_launch_command
     from launcher.plan.accelerate import accelerate_config
     from launcher.plan.batch import batch_numbers
     from launcher.recipe.schema import Recipe
@@ -338,19 +339,14 @@ def launch_command(folder: Path, result_file: Path, port: int) -> list[str]:
     config_file = folder / "accelerate.yaml"
     config = accelerate_config(recipe, batch_numbers(recipe), folder / "deepspeed.json")
     config_file.write_text(yaml.safe_dump(config, sort_keys=False))
-    return [
+    return rank_launch_command(
         sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(config_file),
-        "--main_process_port",
-        str(port),
-        "-m",
-        "launcher.ranks.allreduce_check",
+        config_file,
         str(RANKS),
         str(result_file),
-    ]
+        module="launcher.ranks.allreduce_check",
+        port=port,
+    )
 
 
 def free_port() -> int:

@@ -42,9 +42,23 @@ class RecipeError(LauncherError):
     """Every problem found in a recipe (and its overrides), reported at once; exit code 2."""
 
     exit_code = 2
+    subject = "the recipe"
 
     def __init__(self, problems: list[RecipeProblem]):
         self.problems = list(problems)
         count = len(self.problems)
-        head = f"{count} problem{'s' if count != 1 else ''} in the recipe:"
+        head = f"{count} problem{'s' if count != 1 else ''} in {self.subject}:"
         super().__init__("\n".join([head, *(f"  - {p}" for p in self.problems)]))
+
+
+class ProfileError(RecipeError):
+    """Every problem found in a cluster profile (``cluster/*.yaml``), reported at once; exit 2."""
+
+    subject = "the cluster profile"
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (libraries' messages run on for screens), or its
+    type's name when it has none: what a one-line report quotes."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.checkpoints import checkpoint_step, problem_with
+from launcher.checkpoints import checkpoint_step, list_checkpoints, problem_with
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
 
@@ -84,7 +84,7 @@ def export_checkpoint(run_dir: Path, output: Path, step: int | None = None) -> P
 
 def summary_line(layout: RunLayout, checkpoint: Path, loaded: Loaded, output: Path) -> str:
     """What the export produced, from what, and where: the last line ``launcher export`` prints."""
-    from launcher.plan.memory import format_bytes
+    from launcher.units import format_bytes
 
     count = sum(p.numel() for p in loaded.model.parameters())  # tied weights count once
     files = weight_files(output)
@@ -130,10 +130,7 @@ def read_recipe(layout: RunLayout) -> RecipeFacts:
 def choose_checkpoint(layout: RunLayout, step: int | None) -> Path:
     """The newest complete checkpoint, or ``checkpoint-{step}``, which must be complete (its
     manifest present and every file in it with the size the manifest records)."""
-    folders = sorted(
-        (p for p in layout.checkpoints_dir.glob("checkpoint-*") if checkpoint_step(p) is not None),
-        key=checkpoint_step,
-    )
+    folders = list_checkpoints(layout.checkpoints_dir)
     problems = {folder: problem_with(folder) for folder in folders}
     complete = [p for p in folders if problems[p] is None]
     steps = ", ".join(str(checkpoint_step(p)) for p in complete) or "none"

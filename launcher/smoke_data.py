@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+from launcher.files import write_text_atomic
 from launcher.recipe.schema import Recipe
 
 WORDS = (
@@ -46,9 +47,7 @@ def write_smoke_data(recipe: Recipe, folder: Path) -> None:
         rng = random.Random(f"{recipe.training.seed}-{split}")
         rows = [make_row(recipe, rng) for _ in range(count)]
         folder.mkdir(parents=True, exist_ok=True)
-        partial = Path(path).with_suffix(".partial")
-        partial.write_text("".join(json.dumps(row) + "\n" for row in rows))
-        partial.replace(path)
+        write_text_atomic(Path(path), "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def make_row(recipe: Recipe, rng: random.Random) -> dict[str, str]:

@@ -8,13 +8,13 @@ from types import SimpleNamespace
 import pytest
 from conftest import REPO
 
-from launcher.backends.prepare import RunDirError, check_free_disk, prepare_run_dir
+from launcher.backends.run_dir import RunDirError, check_free_disk, prepare_run_dir
 from launcher.checkpoints import (
     COMPLETE_MARKER,
     latest_complete_checkpoint,
+    move_aside,
     problem_with,
     rotate,
-    set_aside,
     write_manifest,
 )
 from launcher.plan.build import build_plan
@@ -70,7 +70,7 @@ def test_resume_takes_the_newest_complete_checkpoint(tmp_path: Path) -> None:
 
 def test_set_aside_keeps_the_files_out_of_the_trainers_way(tmp_path: Path) -> None:
     broken = fake_checkpoint(tmp_path, 15, complete=False)
-    kept = set_aside(broken)
+    kept = move_aside(broken)
     assert not broken.exists() and kept.name.startswith("incomplete-checkpoint-15-")
     assert (kept / "model.safetensors").read_bytes() == b"w" * 100
     assert latest_complete_checkpoint(tmp_path) == (None, [])

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from launcher.ranks.prepared import Prepared, cache_key, cache_root, prepare
+from launcher.ranks.data_cache import Prepared, cache_key, cache_root, prepare
 from launcher.recipe.schema import Recipe, TokenizerSection, TrainedTokenizerSection
 
 WORDS = "the a of to and in is it that for on with as was at by this be from or an are".split()
@@ -159,7 +159,7 @@ def test_key_is_the_same_in_a_fresh_process(tokenizer_dir: Path, corpus: Path) -
     recipe = recipe_for(corpus, eval_fraction=0.1)
     code = (
         "import json, sys; from pathlib import Path\n"
-        "from launcher.ranks.prepared import cache_key\n"
+        "from launcher.ranks.data_cache import cache_key\n"
         "from launcher.recipe.schema import Recipe\n"
         "recipe = Recipe.model_validate(json.loads(sys.argv[1]))\n"
         "print(cache_key(recipe, Path(sys.argv[2]), dict)[0])\n"

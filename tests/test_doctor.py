@@ -183,7 +183,7 @@ def test_disk_is_measured_at_the_nearest_existing_folder(tmp_path: Path) -> None
     assert check.detail.endswith(
         f"({tmp_path / 'a' / 'b'} does not exist yet; measured at {tmp_path})"
     )
-    from launcher.plan.memory import format_bytes
+    from launcher.units import format_bytes
 
     total = format_bytes(shutil.disk_usage(tmp_path).total)
     assert f" free of {total} " in check.detail

@@ -20,7 +20,7 @@ from conftest import launcher, load_weights
 
 from launcher.errors import LauncherError
 from launcher.export import cli_export, compare_export, export_checkpoint, load_saved_model
-from launcher.plan.memory import format_bytes
+from launcher.units import format_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ import yaml
 from conftest import RECIPES, REPO, launcher
 from test_slurm import HOSTILE
 
-from launcher.backends.prepare import local_path_reason
 from launcher.errors import LauncherError
+from launcher.paths import local_path_reason
 from launcher.plan.build import build_plan
 from launcher.recipe.loader import load_recipe
 from launcher.recipe.schema import TokenizerSection

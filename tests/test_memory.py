@@ -11,16 +11,10 @@ from typing import Any
 
 import pytest
 
-from launcher.plan.memory import (
-    ARCHITECTURE_DEFAULTS,
-    ParameterCount,
-    TensorGroup,
-    adam8bit_state_bytes,
-    count_parameters,
-    estimate_memory,
-    format_bytes,
-    full_config,
-)
+from launcher.architectures import ARCHITECTURE_DEFAULTS, full_config
+from launcher.plan.memory import adam8bit_state_bytes, estimate_memory
+from launcher.plan.parameters import ParameterCount, TensorGroup, count_parameters
+from launcher.units import format_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -389,7 +383,7 @@ os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0
                   MASTER_PORT=sys.argv[2])
 import torch
 from transformers import MistralConfig, MistralForCausalLM, Trainer, TrainingArguments
-from launcher.plan.memory import full_config
+from launcher.architectures import full_config
 
 def state_bytes(optimizer):
     tensors = {}  # by storage: the quantization maps are shared between parameters

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from launcher.architectures import TINY_CONFIGS
 from launcher.plan.build import Plan, build_plan
-from launcher.plan.smoke import TINY_CONFIGS
 from launcher.recipe.loader import load_recipe
 from launcher.recipe.schema import Recipe
 
@@ -546,7 +546,7 @@ class OnWorld:
         return getattr(self._args, name)
 
 
-def training_arguments(plan: Plan) -> Any:
+def rank_training_arguments(plan: Plan) -> Any:
     """The rank's TrainingArguments (ranks/trainers.py), built by the library from the plan.
 
     ``TrainingArguments(deepspeed=...)`` needs a DeepSpeed distributed state, which only a rank
@@ -584,7 +584,7 @@ def check_hf_deepspeed_config(plan: Plan, args: Any) -> None:
 def test_trainer_accepts_the_arguments(case: str, tmp_path: Path, configured_state: None) -> None:
     plan = case_plan(case, tmp_path / "run")
     write_plan(plan)
-    args = training_arguments(plan)
+    args = rank_training_arguments(plan)
     assert type(args).__name__ == "SFTConfig"
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 8
     assert args.max_steps == 20
@@ -612,7 +612,7 @@ def test_trainer_accepts_shipped_recipe_arguments(
 ) -> None:
     plan = build_plan(load_recipe(path), tmp_path / "run", smoke=smoke, exists=lambda p: False)
     write_plan(plan)
-    args = training_arguments(plan)
+    args = rank_training_arguments(plan)
     expected = {"sft": "SFTConfig"}.get(plan.recipe.task, "TrainingArguments")
     assert type(args).__name__ == expected
     assert args.eval_strategy.value == plan.recipe.training.eval_strategy

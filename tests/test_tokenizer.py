@@ -481,9 +481,9 @@ def test_retrain_keeps_the_base_pipeline(local_tokenizer: Path) -> None:
 def test_stage_ends_with_a_summary_of_what_it_trained_on_and_where(
     algorithm: str, local_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from launcher.plan.memory import format_bytes
     from launcher.ranks.tokenizer_stage import build_tokenizer, save_tokenizer
     from launcher.recipe.schema import Recipe
+    from launcher.units import format_bytes
 
     train = {"algorithm": algorithm, "vocab_size": 300, "special_tokens": ["[UNK]", "[PAD]"]}
     tokenizer_section: dict = {"train": train}

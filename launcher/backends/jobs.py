@@ -13,9 +13,11 @@ import subprocess
 import time
 from pathlib import Path
 
+from launcher.backends.attempts import read_attempts, record_attempt
 from launcher.checkpoints import SET_ASIDE_PREFIX, latest_complete_checkpoint
 from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
+from launcher.files import write_text_atomic
 
 
 def locate(target: str) -> tuple[RunLayout, str | None]:
@@ -25,7 +27,9 @@ def locate(target: str) -> tuple[RunLayout, str | None]:
         layout = RunLayout(path.absolute())
         job = json.loads(layout.job_file.read_text()) if layout.job_file.exists() else {}
         # A run of `launcher sbatch`'s script was submitted by the user: its attempts name the job.
-        started = [event["job_id"] for event in attempts(layout) if event.get("event") == "start"]
+        started = [
+            event["job_id"] for event in read_attempts(layout) if event.get("event") == "start"
+        ]
         return layout, job.get("job_id") or (started[-1] if started else None)
     if target.isdigit():
         fields = scontrol_job(target)
@@ -66,17 +70,11 @@ def run(command: list[str]) -> subprocess.CompletedProcess[str] | None:
         return None
 
 
-def attempts(layout: RunLayout) -> list[dict]:
-    if not layout.attempts_file.exists():
-        return []
-    return [json.loads(line) for line in layout.attempts_file.read_text().splitlines() if line]
-
-
 def status_report(layout: RunLayout, job_id: str | None) -> str:
     lines = [f"run dir     {layout.root}"]
     if job_id:
         lines.append(f"job         {job_id}: {scheduler_state(job_id)}")
-    for event in attempts(layout):
+    for event in read_attempts(layout):
         when = time.strftime("%H:%M:%S", time.localtime(event["time"]))
         if event["event"] == "start":
             origin = event.get("resumed_from_step")
@@ -122,27 +120,15 @@ def failure_lines(layout: RunLayout) -> list[str]:
 def cancel(layout: RunLayout, job_id: str | None) -> str:
     if not job_id:
         raise LauncherError(f"{layout.root} has no job to cancel (it was not submitted)")
-    layout.cancel_file.write_text(json.dumps({"job_id": job_id, "time": time.time()}) + "\n")
+    write_text_atomic(layout.cancel_file, json.dumps({"job_id": job_id, "time": time.time()}))
     result = run(["scancel", job_id])
     if result is None or result.returncode != 0:
         layout.cancel_file.unlink(missing_ok=True)
         raise LauncherError(
             f"scancel {job_id} failed: {result.stderr.strip() if result else 'not found'}"
         )
-    with open(layout.attempts_file, "a", encoding="utf-8") as stream:
-        stream.write(
-            json.dumps(
-                {
-                    "time": time.time(),
-                    "event": "end",
-                    "job_id": job_id,
-                    "attempt": "-",
-                    "reason": "cancelled",
-                    "step": None,
-                }
-            )
-            + "\n"
-        )
+    cancelled = {"event": "end", "job_id": job_id, "attempt": "-", "reason": "cancelled"}
+    record_attempt(layout, {**cancelled, "step": None})
     return f"cancelled job {job_id} ({layout.root})"
 
 

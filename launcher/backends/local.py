@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TextIO
 
-from launcher.backends.prepare import check_local_paths, prepare_run_dir, private_files
+from launcher.backends.run_dir import check_local_paths, prepare_run_dir, private_files
 from launcher.errors import LauncherError
 from launcher.plan.build import Plan
 from launcher.secret_env import mask, secret_values

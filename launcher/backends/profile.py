@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError
 
-from launcher.errors import RecipeError, RecipeProblem
+from launcher.errors import ProfileError, RecipeProblem
 from launcher.recipe.loader import (
     LayeredRecipe,
     describe_validation_errors,
@@ -129,12 +129,12 @@ def load_profile(name: str) -> ClusterProfile:
     source = display_path(path)
     data, problem = read_yaml_mapping(path)
     if problem:
-        raise RecipeError([problem])
+        raise ProfileError([problem])
     try:
         profile = ClusterProfile.model_validate(data)
     except ValidationError as error:
         layered = LayeredRecipe(data=data, main_source=source)
-        raise RecipeError(
+        raise ProfileError(
             describe_validation_errors(error.errors(), data, layered, ClusterProfile)
         ) from None
     problems = [
@@ -143,7 +143,7 @@ def load_profile(name: str) -> ClusterProfile:
         if key not in SBATCH_OPTIONS
     ]
     if problems:
-        raise RecipeError(problems)
+        raise ProfileError(problems)
     return profile
 
 

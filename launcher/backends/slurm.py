@@ -20,14 +20,15 @@ import sys
 import time
 from typing import Any
 
-from launcher.backends.prepare import (
+from launcher.backends.profile import ClusterProfile
+from launcher.backends.run_dir import (
     check_local_paths,
     make_private_dir,
     prepare_run_dir,
     private_files,
 )
-from launcher.backends.profile import ClusterProfile
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
+from launcher.files import write_text_atomic
 from launcher.plan.build import Plan
 from launcher.recipe.schema import ENV_NAME, Recipe
 from launcher.secret_env import secret_names
@@ -180,5 +181,5 @@ def submit(plan: Plan, profile: ClusterProfile, from_scratch: bool = False) -> s
         except Exception as error:  # submitit wraps sbatch's complaint in its own error types
             raise LauncherError(f"sbatch refused the job: {str(error).strip()}") from None
         record = {"job_id": str(job.job_id), "cluster": profile.name, "submitted": time.time()}
-        plan.layout.job_file.write_text(json.dumps(record, indent=2) + "\n")
+        write_text_atomic(plan.layout.job_file, json.dumps(record, indent=2) + "\n")
     return str(job.job_id)

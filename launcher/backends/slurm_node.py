@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.backends.prepare import PRIVATE_UMASK
+from launcher.backends.attempts import record_attempt
+from launcher.backends.run_dir import PRIVATE_UMASK
 from launcher.checkpoints import checkpoint_step, latest_complete_checkpoint
-from launcher.contract import RunContract, RunLayout
-from launcher.plan.build import RANK_ENTRY_MODULE
+from launcher.contract import Rendezvous, RunContract, RunLayout, rank_launch_command
 
 SAVE_TIMEOUT_S = 600  # how long the first node waits for the ranks' save after the signal
 PORT_BASE, PORT_SPAN = 20000, 20000
@@ -103,15 +103,10 @@ def expand_ranges(ranges: str) -> list[str]:
 
 def node_command(python: str, layout: RunLayout, place: NodePlace) -> list[str]:
     """The ``accelerate launch`` of one node: the plan's config plus this node's rendezvous."""
-    return [
-        python, "-m", "accelerate.commands.launch",
-        "--config_file", str(layout.accelerate_file),
-        "--num_machines", str(place.num_nodes),
-        "--machine_rank", str(place.node_rank),
-        "--main_process_ip", place.main_host,
-        "--main_process_port", str(place.port),
-        "-m", RANK_ENTRY_MODULE, str(layout.root),
-    ]  # fmt: skip
+    rendezvous = Rendezvous(place.num_nodes, place.node_rank, place.main_host, place.port)
+    return rank_launch_command(
+        python, layout.accelerate_file, str(layout.root), rendezvous=rendezvous
+    )
 
 
 def ignore_usr2() -> None:
@@ -124,16 +119,10 @@ def start_ranks(python: str, layout: RunLayout, place: NodePlace) -> subprocess.
     return subprocess.Popen(node_command(python, layout, place), env=env, preexec_fn=ignore_usr2)
 
 
-def record(layout: RunLayout, event: dict) -> None:
-    """Append one attempt event to ``attempts.jsonl`` (first node only)."""
-    with open(layout.attempts_file, "a", encoding="utf-8") as stream:
-        stream.write(json.dumps({"time": time.time(), **event}) + "\n")
-
-
 def record_start(layout: RunLayout, place: NodePlace) -> None:
     contract = RunContract.read(layout.contract_file)  # node-local checkpoints: this node's
     newest, _ = latest_complete_checkpoint(contract.checkpoints_folder())
-    record(layout, {
+    record_attempt(layout, {
         "event": "start", "job_id": place.job_id, "attempt": place.attempt,
         "nodes": place.num_nodes, "main_host": place.main_host,
         "resumed_from_step": checkpoint_step(newest) if newest else None,
@@ -143,7 +132,7 @@ def record_start(layout: RunLayout, place: NodePlace) -> None:
 def record_end(
     layout: RunLayout, place: NodePlace, reason: str, step: int | None, **extra: object
 ) -> None:
-    record(layout, {"event": "end", "job_id": place.job_id, "attempt": place.attempt,
+    record_attempt(layout, {"event": "end", "job_id": place.job_id, "attempt": place.attempt,
                     "reason": reason, "step": step, **extra})  # fmt: skip
 
 

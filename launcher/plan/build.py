@@ -18,23 +18,18 @@ from typing import Any
 
 import yaml
 
-from launcher.contract import RunContract, RunLayout
+from launcher.architectures import full_config
+from launcher.contract import RunContract, RunLayout, rank_launch_command
 from launcher.plan.accelerate import accelerate_config
 from launcher.plan.batch import BatchNumbers, batch_numbers
 from launcher.plan.deepspeed import deepspeed_config
-from launcher.plan.memory import (
-    MemoryEstimate,
-    ParameterCount,
-    count_parameters,
-    estimate_memory,
-    format_bytes,
-    full_config,
-)
+from launcher.plan.memory import MemoryEstimate, estimate_memory
+from launcher.plan.parameters import ParameterCount, count_parameters
 from launcher.plan.smoke import apply_smoke, iter_files
-from launcher.plan.trainer import trainer_arguments
+from launcher.plan.trainer import trainer_arguments_json
 from launcher.recipe.schema import Recipe
+from launcher.units import format_bytes
 
-RANK_ENTRY_MODULE = "launcher.ranks.entry"
 OPTIMIZER_NAMES = {
     "adamw_torch": "AdamW (torch)",
     "adamw_torch_fused": "AdamW (torch, fused)",
@@ -182,16 +177,7 @@ def build_plan(
             optimizer=recipe.training.optimizer,
             deepspeed=recipe.distributed.strategy == "deepspeed",
         )
-    command = (
-        python,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(layout.accelerate_file),
-        "-m",
-        RANK_ENTRY_MODULE,
-        str(layout.root),
-    )
+    command = tuple(rank_launch_command(python, layout.accelerate_file, str(layout.root)))
     return Plan(
         recipe=recipe,
         source=source,
@@ -202,7 +188,9 @@ def build_plan(
         batch=batch,
         accelerate=accelerate_config(recipe, batch, layout.deepspeed_file),
         deepspeed=deepspeed,
-        trainer_args=trainer_arguments(recipe, batch, layout, checkpoints_location(recipe, layout)),
+        trainer_args=trainer_arguments_json(
+            recipe, batch, layout, checkpoints_location(recipe, layout)
+        ),
         command=command,
         parameters=parameters,
         memory=memory,

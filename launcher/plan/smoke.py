@@ -13,35 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from launcher.architectures import DECODERS, TINY_CONFIGS
 from launcher.contract import RunLayout
 from launcher.errors import RecipeError, RecipeProblem
-from launcher.recipe.checks import DECODERS, split_name
 from launcher.recipe.loader import differences, with_overrides
-from launcher.recipe.schema import Recipe, TrainedTokenizerSection
+from launcher.recipe.schema import Recipe, TrainedTokenizerSection, split_name
 
-TINY_CONFIGS: dict[str, dict[str, Any]] = {
-    "mistral": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-    },
-    "llama": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
-    },
-    "distilbert": {"dim": 64, "hidden_dim": 128, "n_layers": 2, "n_heads": 4},
-    "bert": {
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-    },
-}
 DECODER_SPECIALS = ["<unk>", "<s>", "</s>"]
 ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 SMOKE_EVAL_FRACTION = 4  # generated eval split: a quarter of the training samples

@@ -16,7 +16,7 @@ from launcher.recipe.schema import Recipe
 LOWER_IS_BETTER = ("loss", "eval_loss", "perplexity", "eval_perplexity")
 
 
-def trainer_arguments(
+def trainer_arguments_json(
     recipe: Recipe, batch: BatchNumbers, layout: RunLayout, checkpoints: Path
 ) -> dict[str, Any]:
     """The Trainer's arguments; ``checkpoints`` is where it saves (``{node}`` is filled in by
@@ -82,7 +82,7 @@ def trainer_arguments(
                 "max_length": recipe.data.max_length,
                 "packing": recipe.data.packing,
                 "dataset_text_field": recipe.data.text_column,
-                # The rank tokenizes and packs (cached, ranks/prepared.py); TRL must not redo it.
+                # The rank tokenizes and packs (cached, ranks/data_cache.py); TRL must not redo it.
                 "dataset_kwargs": {"skip_prepare_dataset": True},
             }
         )

@@ -47,22 +47,9 @@ def all_reduce(expected: int) -> dict:
     import torch
     import torch.distributed as dist
 
-    from launcher.contract import RunContract
     from launcher.ranks.runtime import init_distributed
 
-    contract = RunContract(
-        run_dir="",
-        task="doctor",
-        world_size=expected,
-        nodes=1,
-        processes_per_node=expected,
-        per_device_batch_size=1,
-        gradient_accumulation_steps=1,
-        global_batch_size=expected,
-        max_length=1,
-        smoke=True,
-    )
-    state = init_distributed(contract)
+    state = init_distributed()
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0
     found = {"rank": rank, "world_size": world, "expected_world_size": expected}

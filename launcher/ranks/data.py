@@ -1,5 +1,5 @@
 """The recipe's data: raw splits from the hub or local files, then tokenized for the task (SFT:
-also packed, exactly as TRL would). ``launcher.ranks.prepared`` caches the result.
+also packed, exactly as TRL would). ``launcher.ranks.data_cache`` caches the result.
 
 Hub ids and local files go through the same ``datasets.load_dataset`` call the user would write,
 with split slices (``train[:1000]``) passed straight to it. Mistakes a user can make (a missing
@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from launcher.errors import LauncherError
-from launcher.recipe.checks import split_name
-from launcher.recipe.schema import DataSection, Recipe
+from launcher.errors import LauncherError, first_line
+from launcher.recipe.schema import DataSection, Recipe, split_name
 
 EXTENSION_FORMATS = {
     ".csv": "csv",
@@ -85,8 +84,9 @@ def load_split(data: DataSection, split: str, key: str) -> Any:
         raise
     except Exception as error:  # datasets raises many types for "cannot get it"
         source = "data.files" if data.files else f"data.dataset ({data.dataset!r})"
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise DataError(f"{key}: cannot load {split!r} from {source}: {first}") from error
+        raise DataError(
+            f"{key}: cannot load {split!r} from {source}: {first_line(error)}"
+        ) from error
 
 
 def local_files(data: DataSection, split: str) -> tuple[str, dict[str, list[str]]]:

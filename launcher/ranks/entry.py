@@ -23,6 +23,7 @@ import yaml
 
 from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
+from launcher.files import write_text_atomic
 from launcher.ranks.logs import guard_secrets, rank_log
 from launcher.recipe.schema import Recipe
 
@@ -79,26 +80,27 @@ def record_failure(layout: RunLayout, rank: int, details: str) -> None:
 def train(layout: RunLayout) -> None:
     from transformers import set_seed
 
+    from launcher.checkpoints import check_resume_world, choose_checkpoint, training_finished
     from launcher.ranks import runtime
     from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
     from launcher.ranks.data import load_raw_splits
+    from launcher.ranks.data_cache import prepare
     from launcher.ranks.model import build_model
     from launcher.ranks.preemption import StopOnSignal, write_stopped
-    from launcher.ranks.prepared import prepare
-    from launcher.ranks.trainers import build_trainer, training_arguments
+    from launcher.ranks.trainers import build_trainer, make_training_arguments
 
     contract = RunContract.read(layout.contract_file)
     recipe = Recipe.model_validate(yaml.safe_load(layout.recipe_file.read_text()))
     trainer_args = json.loads(layout.trainer_args_file.read_text())
 
-    state = runtime.init_distributed(contract)
+    state = runtime.init_distributed()
     stop = StopOnSignal(state)  # before the slow start-up, so an early signal is not lost
     if state.is_main_process:
         layout.stopped_file.unlink(missing_ok=True)
     use_cpu = not runtime.cuda_available()
     checkpoints = contract.checkpoints_folder()  # this node's, with node-local storage
     trainer_args = {**trainer_args, "output_dir": str(checkpoints)}
-    args = training_arguments(recipe, trainer_args, use_cpu=use_cpu)
+    args = make_training_arguments(recipe, trainer_args, use_cpu=use_cpu)
     runtime.check_numbers(contract, runtime.numbers_seen(state, args))
     say(
         state,
@@ -124,7 +126,9 @@ def train(layout: RunLayout) -> None:
     model = build_model(recipe, tokenizer)
     on_each_node = contract.checkpoints_on_each_node
     resume = choose_checkpoint(checkpoints, state, on_each_node)
-    check_resume_world(recipe, resume, state.num_processes, layout.root)
+    dist = recipe.distributed
+    zero_stage = dist.zero_stage if dist.strategy == "deepspeed" else None
+    check_resume_world(zero_stage, resume, state.num_processes, layout.root)
     callbacks = [
         PlanGuard(contract, state),
         MetricsLog(layout.metrics_file),
@@ -156,79 +160,8 @@ def train(layout: RunLayout) -> None:
     say(state, f"done: model saved to {layout.model_dir}")
 
 
-def choose_checkpoint(folder: Path, state: Any, on_each_node: bool) -> Path | None:
-    """The newest complete checkpoint (with node-local storage: the newest one complete on every
-    node); incomplete ones are named and moved aside, not deleted."""
-    from launcher.checkpoints import latest_complete_checkpoint, problem_with, set_aside
-
-    resume, skipped = latest_complete_checkpoint(folder)
-    if on_each_node:
-        resume, newer = checkpoint_on_every_node(folder, resume, state)
-        skipped = [*skipped, *newer]
-    state.wait_for_everyone()  # every rank has chosen before anything is moved
-    mover = state.is_local_main_process if on_each_node else state.is_main_process
-    for skipped_folder in skipped:
-        reason = problem_with(skipped_folder) or "not complete on every node"
-        if mover:
-            kept = set_aside(skipped_folder)
-            print(
-                f"[launcher] warning: skipping incomplete {skipped_folder.name} ({reason}); "
-                f"kept as {kept}",
-                flush=True,
-            )
-    state.wait_for_everyone()
-    return resume
-
-
-def checkpoint_on_every_node(
-    folder: Path, newest: Path | None, state: Any
-) -> tuple[Path | None, list[Path]]:
-    """With node-local storage each node sees only its own disk: agree on the newest step that
-    is complete everywhere, and return it with this node's newer ones (to set aside)."""
-    import torch.distributed as dist
-
-    from launcher.checkpoints import complete_checkpoints
-    from launcher.contract import this_node
-
-    mine = [checkpoint_step_of(p) for p in complete_checkpoints(folder)]
-    everyone: list[Any] = [None] * state.num_processes
-    if dist.is_available() and dist.is_initialized():
-        dist.all_gather_object(everyone, (this_node(), mine))
-    else:
-        everyone = [(this_node(), mine)]
-    common = set.intersection(*(set(steps) for _, steps in everyone))
-    if not common and any(steps for _, steps in everyone):
-        held = "; ".join(
-            f"{node}: {steps or 'none'}"
-            for node, steps in sorted(set((node, tuple(steps)) for node, steps in everyone))
-        )
-        raise LauncherError(
-            f"node-local checkpoints disagree ({held}): no step is complete on every node of "
-            "this attempt, so it runs on other nodes than the ones that saved. Checkpoints stay "
-            "on the disks of the nodes that wrote them: resubmit on those nodes, or copy each "
-            f"node's {folder.name} folders to every node; `--from-scratch` starts over."
-        )
-    step = max(common) if common else None
-    chosen = folder / f"checkpoint-{step}" if step is not None else None
-    return chosen, [folder / f"checkpoint-{s}" for s in mine if step is None or s > step]
-
-
-def checkpoint_step_of(folder: Path) -> int:
-    from launcher.checkpoints import checkpoint_step
-
-    step = checkpoint_step(folder)
-    assert step is not None
-    return step
-
-
 MODEL_FILE_SKIP = ("optimizer", "scheduler", "rng_state", "trainer_state", "training_args",
                    "launcher-complete", "zero_to_", "latest", "README")  # fmt: skip
-
-
-def training_finished(checkpoint: Path) -> bool:
-    """Whether ``checkpoint`` is the last step of its run (killed before the final save)."""
-    trainer_state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return 0 < trainer_state.get("max_steps", 0) <= trainer_state.get("global_step", 0)
 
 
 def finish_from_checkpoint(layout: RunLayout, checkpoint: Path, state: Any) -> None:
@@ -248,27 +181,6 @@ def finish_from_checkpoint(layout: RunLayout, checkpoint: Path, state: Any) -> N
     say(state, f"training had finished at {checkpoint.name}; model saved to {layout.model_dir}")
 
 
-def check_resume_world(recipe: Recipe, resume: Path | None, world_size: int, run_dir: Path) -> None:
-    """ZeRO shards belong to the world size that wrote them: refuse another one before training.
-
-    DDP checkpoints hold whole weights and optimizer states, so they load on any world size.
-    """
-    from launcher.checkpoints import read_manifest
-
-    if resume is None or recipe.distributed.strategy != "deepspeed":
-        return
-    written_by = (read_manifest(resume) or {}).get("world_size", world_size)
-    if written_by != world_size:
-        raise LauncherError(
-            f"{resume.name} holds DeepSpeed ZeRO-{recipe.distributed.zero_stage} shards written "
-            f"by {written_by} ranks, but this run has {world_size}. The shards split optimizer "
-            "states by rank, and a different world size cannot load them as they are. Either "
-            f"run with {written_by} ranks again, or export the weights "
-            f"(`launcher export {run_dir} -o DIR`) and start a new run from them "
-            "(model.pretrained=DIR); the optimizer states start fresh then."
-        )
-
-
 def write_result(
     layout: RunLayout, step: int, resumed_from: Path | None, metrics: dict[str, Any]
 ) -> None:
@@ -279,7 +191,7 @@ def write_result(
         "resumed_from": str(resumed_from) if resumed_from else None,
         "final_metrics": metrics,
     }
-    layout.result_file.write_text(json.dumps(result, indent=2) + "\n")
+    write_text_atomic(layout.result_file, json.dumps(result, indent=2) + "\n")
 
 
 def run_tokenizer(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from launcher.errors import LauncherError
-from launcher.plan.memory import full_config
+from launcher.architectures import full_config
+from launcher.errors import LauncherError, first_line
 from launcher.recipe.schema import Recipe
 
 
@@ -106,11 +106,6 @@ def remote_code_message(key: str, name: str) -> str:
         "with model.trust_remote_code=true. Read that code first; set it only for a source you "
         "trust."
     )
-
-
-def first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def special_token_ids(tokenizer: Any) -> dict[str, int]:

@@ -17,6 +17,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from launcher.files import write_text_atomic
+
 STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
 
 
@@ -78,8 +80,5 @@ def flag_group() -> Any:
 
 def write_stopped(path: Path, step: int, signal_name: str) -> None:
     """Rank 0's word, after the checkpoint of ``step`` is complete, that this attempt stopped."""
-    partial = path.with_suffix(".partial")
-    partial.write_text(
-        json.dumps({"step": step, "signal": signal_name, "time": time.time()}) + "\n"
-    )
-    partial.replace(path)
+    stopped = {"step": step, "signal": signal_name, "time": time.time()}
+    write_text_atomic(path, json.dumps(stopped) + "\n")

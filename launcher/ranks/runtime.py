@@ -17,7 +17,7 @@ class PlanMismatch(LauncherError):
     """A rank sees other numbers than the plan: training must not start."""
 
 
-def init_distributed(contract: RunContract) -> Any:
+def init_distributed() -> Any:
     """The rank's distributed state; on CPU, one whose barriers and DDP wrapping really happen.
 
     Without ``cpu=True`` accelerate calls several CPU ranks ``DistributedType.NO``: its barriers

@@ -35,7 +35,8 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, first_line
+from launcher.paths import is_local_path
 from launcher.recipe.schema import TokenizerSection, TrainedTokenizerSection
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ def load_pretrained(
     offline = "offline runs need a local folder (or --smoke)"
     # A path that is plainly local fails at once here; handed to the hub client it would first
     # retry the network for most of a minute.
-    if _looks_local(name) and not os.path.isdir(os.path.expanduser(name)):
+    if is_local_path(name) and not os.path.isdir(os.path.expanduser(name)):
         raise LauncherError(f"{key}: {name!r} is not a folder; {offline}")
     try:
         return AutoTokenizer.from_pretrained(
@@ -191,7 +192,7 @@ def load_pretrained(
     except OSError as error:
         raise LauncherError(
             f"{key}: cannot load tokenizer {name!r}: not a local folder and not reachable on "
-            f"the Hugging Face Hub; {offline}. ({_first_line(error)})"
+            f"the Hugging Face Hub; {offline}. ({first_line(error)})"
         ) from error
     except ValueError as error:
         if "trust_remote_code" in str(error):  # its own code, and model.trust_remote_code is off
@@ -199,7 +200,7 @@ def load_pretrained(
 
             raise LauncherError(remote_code_message(key, name)) from None
         raise LauncherError(
-            f"{key}: cannot load tokenizer {name!r}: {_first_line(error)}"
+            f"{key}: cannot load tokenizer {name!r}: {first_line(error)}"
         ) from error
 
 
@@ -344,7 +345,7 @@ def _retrain(
         )
     except ValueError as error:
         raise LauncherError(
-            f"tokenizer.train.algorithm: cannot retrain {base!r}: {_first_line(error)}"
+            f"tokenizer.train.algorithm: cannot retrain {base!r}: {first_line(error)}"
         ) from error
     stats.seconds = time.perf_counter() - started
     # A new token named for a role the base leaves empty (a '<pad>' for GPT-2, say) takes it.
@@ -406,13 +407,3 @@ def _batches(
 def _length(texts: Iterable[str]) -> int | None:
     """The number of texts when known up front (it drives only the trainer's progress count)."""
     return len(texts) if isinstance(texts, Sized) else None
-
-
-def _looks_local(name: str) -> bool:
-    """True for a path that cannot be a hub id (``org/name``): absolute, relative, or deeper."""
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1
-
-
-def _first_line(error: Exception) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

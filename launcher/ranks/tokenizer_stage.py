@@ -15,10 +15,10 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from launcher.plan.memory import format_bytes
 from launcher.ranks.data import load_raw_splits, training_texts
 from launcher.ranks.tokenizer import TextStats, prepare_tokenizer
 from launcher.recipe.schema import Recipe
+from launcher.units import format_bytes
 
 # How each tokenizer built here came to be, for the summary line printed when it is saved.
 ORIGINS: weakref.WeakKeyDictionary[Any, tuple[str, str]] = weakref.WeakKeyDictionary()

@@ -28,7 +28,7 @@ class PerplexityTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def training_arguments(recipe: Recipe, trainer_args: dict[str, Any], use_cpu: bool) -> Any:
+def make_training_arguments(recipe: Recipe, trainer_args: dict[str, Any], use_cpu: bool) -> Any:
     if recipe.task == "sft":
         from trl import SFTConfig
 

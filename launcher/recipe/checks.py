@@ -7,15 +7,13 @@ under DDP, an offloaded optimizer that is not the one asked for, a best-model me
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 
-from launcher.recipe.schema import Recipe
+from launcher.architectures import DECODERS, ENCODERS
+from launcher.recipe.schema import Recipe, split_name
 
 Problem = tuple[str, str]
 
-DECODERS = ("mistral", "llama")
-ENCODERS = ("distilbert", "bert")
 BITSANDBYTES_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
 # Under ZeRO optimizer offload accelerate maps every optimizer to DeepSpeedCPUAdam (non-AdamW ones
 # with adamw_mode=False, i.e. plain Adam): only AdamW keeps its meaning.
@@ -276,12 +274,3 @@ def check_checkpoint_storage(recipe: Recipe) -> Iterator[Problem]:
 def check_warmup(recipe: Recipe) -> Iterator[Problem]:
     if recipe.training.warmup_steps and recipe.training.warmup_ratio:
         yield "training.warmup_ratio", "set together with `warmup_steps`; use one of the two"
-
-
-SPLIT_SLICE = re.compile(r"^(?P<name>[^\[]+)(\[.*\])?$")
-
-
-def split_name(split: str) -> str:
-    """``train[:1000]`` -> ``train``: the split a slice is taken from."""
-    match = SPLIT_SLICE.match(split.strip())
-    return match.group("name") if match else split

@@ -298,3 +298,12 @@ class Recipe(Section):
                     f"{name!r} is not an environment variable name (letters, digits, '_')"
                 )
         return value
+
+
+SPLIT_SLICE = re.compile(r"^(?P<name>[^\[]+)(\[.*\])?$")
+
+
+def split_name(split: str) -> str:
+    """``train[:1000]`` -> ``train``: the split a slice is taken from."""
+    match = SPLIT_SLICE.match(split.strip())
+    return match.group("name") if match else split

@@ -27,7 +27,7 @@ import yaml
 from yaml.events import AliasEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from launcher.errors import WHOLE_FILE
+from launcher.errors import WHOLE_FILE, first_line
 
 # A recipe is a few KB; these limits are orders of magnitude above any sane one and far below
 # what would take noticeable time or memory.
@@ -175,8 +175,7 @@ def load_yaml(text: str) -> Any:
             problem = f"{error.context}, {problem}"
         raise YamlProblem(position(mark), f"invalid YAML: {problem}", refused=False) from None
     except yaml.YAMLError as error:
-        first_line = str(error).splitlines()[0]
-        raise YamlProblem(WHOLE_FILE, f"invalid YAML: {first_line}", refused=False) from None
+        raise YamlProblem(WHOLE_FILE, f"invalid YAML: {first_line(error)}", refused=False) from None
     finally:
         loader.dispose()
 

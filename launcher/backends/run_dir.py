@@ -23,10 +23,13 @@ from typing import Any
 import yaml
 
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
+from launcher.files import write_text_atomic
+from launcher.paths import missing_folder
 from launcher.plan.build import Plan
-from launcher.plan.memory import OPTIMIZER_STATE_BYTES, adam8bit_state_bytes, format_bytes
+from launcher.plan.memory import OPTIMIZER_STATE_BYTES, adam8bit_state_bytes
 from launcher.recipe.loader import differences
 from launcher.smoke_data import write_smoke_data
+from launcher.units import format_bytes
 
 PRIVATE_DIR = 0o700
 PRIVATE_UMASK = 0o077  # new folders 0700, new files 0600
@@ -140,11 +143,7 @@ def write_files(files: dict[Path, str], script_mode: int = 0o755) -> None:
     shell scripts get ``script_mode``."""
     for path, text in files.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(text)
-        if path.suffix == ".sh":
-            partial.chmod(script_mode)
-        partial.replace(path)
+        write_text_atomic(path, text, mode=script_mode if path.suffix == ".sh" else None)
 
 
 @contextmanager
@@ -155,9 +154,6 @@ def private_files() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
-
-
-HUB_ID_HINT = "hub ids look like org/name"
 
 
 def check_local_paths(plan: Plan) -> None:
@@ -207,41 +203,3 @@ def misread_by_datasets(path: str) -> str | None:
         f"{path} holds {what}, which the datasets library expands (it would read another file, "
         "or none); rename the file or folder (a generated file lives in --run-dir)"
     )
-
-
-def missing_folder(name: str) -> str | None:
-    """Why ``name`` (model or tokenizer) is a local folder that is not there; None when it is
-    there, or when it reads as a hub id."""
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return None
-    if path.exists():
-        return f"{name} is a file; from_pretrained needs a folder (or a hub id: {HUB_ID_HINT})"
-    reason = local_path_reason(name)
-    if reason is None:
-        return None
-    return f"{name} does not exist (a local folder, since it {reason}); {HUB_ID_HINT}"
-
-
-def local_path_reason(name: str) -> str | None:
-    """Why a missing ``name`` must be a local path, not a hub id; None when it may be a hub id.
-
-    A hub id is ``name`` or ``org/name``: one '/' at most, never at the start. ``org/name`` is
-    ambiguous when ``org`` is also a folder here; the folder wins, as it would for anyone
-    reading the recipe in this directory.
-    """
-    if name.startswith("~"):
-        return "starts with ~"
-    for prefix in ("/", "./", "../"):
-        if name.startswith(prefix):
-            return f"starts with {prefix}"
-    if name in (".", ".."):
-        return f"is {name}"
-    if name.count("/") > 1:
-        return "has more than one '/'"
-    if os.sep != "/" and os.sep in name:
-        return f"contains {os.sep}"
-    head, slash, _ = name.partition("/")
-    if slash and Path(head).is_dir():
-        return f"starts with {head}/, a folder here"
-    return None

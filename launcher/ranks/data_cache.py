@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.recipe.checks import split_name
-from launcher.recipe.schema import Recipe
+from launcher.recipe.schema import Recipe, split_name
 
 # Bump when the preparation code changes what it writes: older copies then stop matching.
 PREP_VERSION = 1
@@ -238,7 +237,7 @@ def load_cached(
         summary = json.loads((folder / "summary.json").read_text())
     except Exception as error:  # damaged after it was written (a deleted file, a full disk)
         log(f"data: warning: cannot read the cached copy {folder} ({error}); preparing again")
-        set_aside(folder)
+        discard_cached_copy(folder)
         return None
     return dict(loaded), summary
 
@@ -265,7 +264,9 @@ def store(
         if (folder / "summary.json").is_file():  # another rank finished the same copy first
             shutil.rmtree(partial, ignore_errors=True)
             return
-        set_aside(folder)  # a folder by that name that we did not write: not a copy of ours
+        discard_cached_copy(
+            folder
+        )  # a folder by that name that we did not write: not a copy of ours
         partial.rename(folder)
 
 
@@ -288,7 +289,9 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def set_aside(folder: Path) -> None:
+def discard_cached_copy(folder: Path) -> None:
+    """Delete a cached copy that is not (or no longer) ours to read: renamed first, so that no
+    rank reads it half deleted."""
     broken = folder.with_name(f"{folder.name}.broken-{os.getpid()}")
     try:
         folder.rename(broken)

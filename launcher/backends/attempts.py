@@ -1,0 +1,25 @@
+"""``attempts.jsonl``: one JSON line per event of a cluster run's attempts (start, end and why).
+
+Written by the first node's task and by ``launcher cancel``; read by ``launcher status``. Appends
+of one short line each, so readers never see half an event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from launcher.contract import RunLayout
+
+
+def record_attempt(layout: RunLayout, event: dict) -> None:
+    """Append ``event`` (``event``: start or end, ``job_id``, ``attempt``, ...) with the time."""
+    with open(layout.attempts_file, "a", encoding="utf-8") as stream:
+        stream.write(json.dumps({"time": time.time(), **event}) + "\n")
+
+
+def read_attempts(layout: RunLayout) -> list[dict]:
+    """Every event recorded so far, oldest first (none before the first attempt starts)."""
+    if not layout.attempts_file.exists():
+        return []
+    return [json.loads(line) for line in layout.attempts_file.read_text().splitlines() if line]
