@@ -248,10 +248,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
     from launcher.backends.run_dir import write_files
-    from launcher.backends.slurm import prepare_cluster_run, standalone_script
+    from launcher.backends.slurm import prepare_cluster_run, standalone_batch_script
 
     plan = resolve(args)
-    script = standalone_script(plan, args.profile)  # refusals come before the run dir exists
+    script = standalone_batch_script(plan, args.profile)  # refusals come before the run dir exists
     prepare_cluster_run(plan, from_scratch=args.from_scratch)
     write_files({args.output: script})
     args.output.chmod(0o755)

@@ -18,7 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from launcher.backends.slurm_node import expand_hostlist
+from launcher.backends.submitit_adapter import slurm_task
 
 tomllib = pytest.importorskip("tomllib")
 
@@ -171,10 +171,23 @@ def test_readme_says_the_image_was_not_built_here() -> None:
         ("rack[1-2]-n[01,03]", ["rack1-n01", "rack1-n03", "rack2-n01", "rack2-n03"]),
     ],
 )
-def test_node_list_expands_without_scontrol(nodelist: str, hosts: list[str]) -> None:
-    """The image has no SLURM commands; the node task finds the rendezvous host itself, the way
-    `scontrol show hostnames` would (compared with it where it exists)."""
-    assert expand_hostlist(nodelist) == hosts
+def test_node_list_expands_without_scontrol(
+    nodelist: str, hosts: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image has no SLURM commands; the node task finds the rendezvous host through
+    submitit's parser, the way `scontrol show hostnames` would (compared with it where it
+    exists)."""
+    monkeypatch.setenv("SLURM_JOB_NODELIST", nodelist)
+    for name, value in {
+        "SLURM_JOB_ID": "7",
+        "SLURM_NODEID": "1",
+        "SLURM_JOB_NUM_NODES": "4",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SLURM_ARRAY_JOB_ID", raising=False)
+    task = slurm_task()
+    assert task.hosts == hosts
+    assert (task.job_id, task.node_rank, task.num_nodes) == ("7", 1, 4)
     if shutil.which("scontrol"):
         shown = subprocess.run(
             ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True

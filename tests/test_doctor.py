@@ -151,7 +151,7 @@ def test_a_failing_all_reduce_is_reported_with_its_reason_and_exit_code_1(
 
 @pytest.mark.integration
 def test_the_rank_program_notices_a_launch_of_one_process(tmp_path: Path) -> None:
-    """`--cpu --num_processes 2` starts ONE process (PLATFORM.md): no all-reduce, a clear verdict."""
+    """`--cpu --num_processes 2` starts ONE process: no all-reduce, a clear verdict."""
     result_file = tmp_path / "result.json"
     launched = subprocess.run(
         [

@@ -7,7 +7,7 @@ TRL's padding-free collator flattens the rows into one sequence (the flash-atten
 the launcher's ``PackedRowsCollator`` keeps them as rows (its SDPA/eager layout); in both, position
 ids restart at 0 for each sample. Eager and SDPA attention on CPU have no variable-length kernel:
 transformers builds a block-diagonal mask from those position ids, but only when the forward runs
-without a KV cache (``use_cache=False``, which SFTTrainer passes; see PLATFORM.md) and without an
+without a KV cache (``use_cache=False``, which SFTTrainer passes) and without an
 attention mask. The tests without position resets show that the check can fail.
 """
 

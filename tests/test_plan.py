@@ -23,6 +23,7 @@ from launcher.architectures import TINY_CONFIGS
 from launcher.plan.build import Plan, build_plan
 from launcher.recipe.loader import load_recipe
 from launcher.recipe.schema import Recipe
+from launcher.units import format_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -317,6 +318,13 @@ def test_summary(case: str) -> None:
     elif dist.strategy == "deepspeed":
         assert rows["optimizer"] == "adamw_torch: AdamW (torch) wrapped by DeepSpeed"
     assert rows["memory/device"].endswith("(model states only, not activations)")
+    offloaded = "cpu" in (dist.offload_optimizer, dist.offload_parameters)
+    assert plan.memory is not None
+    if offloaded:  # what the offload moves to each node's CPU memory
+        cpu = format_bytes(plan.memory.cpu_total)
+        assert rows["memory/node"] == f"{cpu} of CPU memory (ZeRO offload)"
+    else:
+        assert "memory/node" not in rows
     assert " = parameters " in rows["memory/device"]
     assert rows["task"].startswith("sft: mistral built from config, ")
     assert rows["steps"] == "20 (max_steps)"

@@ -577,10 +577,10 @@ def test_folder_without_a_tokenizer_is_explained(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("section", "match"),
     [
-        (TokenizerSection(), r"^tokenizer\.pretrained: not set"),
+        (TokenizerSection(), r"^tokenizer: set `pretrained` \(hub id or folder\) or `train`"),
         (
             TokenizerSection(train=TrainedTokenizerSection(algorithm="retrain")),
-            r"^tokenizer\.train\.algorithm: 'retrain' needs tokenizer\.pretrained",
+            r"^tokenizer\.train\.algorithm: 'retrain' needs `tokenizer\.pretrained`",
         ),
         (
             TokenizerSection(
@@ -593,7 +593,7 @@ def test_folder_without_a_tokenizer_is_explained(tmp_path: Path) -> None:
                 pretrained="/nowhere",
                 train=TrainedTokenizerSection(algorithm="retrain", lowercase=True),
             ),
-            r"^tokenizer\.train\.lowercase: not used by 'retrain'",
+            r"^tokenizer\.train\.lowercase: 'retrain' keeps the pretrained tokenizer's pipeline",
         ),
     ],
 )

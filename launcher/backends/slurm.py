@@ -2,7 +2,7 @@
 
 Pure parts first: :func:`cluster_overrides` (what the profile adds to the recipe) and
 :func:`executor_parameters` (the sbatch settings). The edge: :func:`submit` (sbatch via submitit)
-and :func:`standalone_script` (a script for users who run ``sbatch`` themselves). No torch,
+and :func:`standalone_batch_script` (a script for users who run ``sbatch`` themselves). No torch,
 transformers or deepspeed is imported here: submitting happens on login nodes.
 
 Shell safety: every value in the batch script is quoted (submitit quotes ``#SBATCH`` values and
@@ -27,6 +27,7 @@ from launcher.backends.run_dir import (
     prepare_run_dir,
     private_files,
 )
+from launcher.backends.submitit_adapter import standalone_script, submission_script
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.files import write_text_atomic
 from launcher.plan.build import Plan
@@ -146,18 +147,15 @@ def make_executor(plan: Plan, profile: ClusterProfile) -> Any:
 
 def batch_script(plan: Plan, profile: ClusterProfile) -> str:
     """The batch script ``launcher submit`` hands to sbatch (submitit writes it the same way)."""
-    executor = make_executor(plan, profile)
-    return executor._make_submission_file_text(executor._submitit_command_str, "%j")
+    return submission_script(make_executor(plan, profile))
 
 
-def standalone_script(plan: Plan, profile: ClusterProfile) -> str:
+def standalone_batch_script(plan: Plan, profile: ClusterProfile) -> str:
     """A batch script for ``sbatch job.sh``: every node runs the node task, without submitit."""
-    from submitit.slurm.slurm import _make_sbatch_string
-
     parameters = executor_parameters(plan, profile)
     python = node_python(profile)
     command = shlex.join([python, "-u", "-m", NODE_MODULE, str(plan.layout.root)])
-    return _make_sbatch_string(command=command, folder=plan.layout.slurm_dir, **parameters)
+    return standalone_script(command, plan.layout.slurm_dir, parameters)
 
 
 def prepare_cluster_run(plan: Plan, from_scratch: bool = False) -> None:

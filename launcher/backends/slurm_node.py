@@ -2,7 +2,7 @@
 
 Each node runs ``accelerate launch`` with its node rank from SLURM, the first host of the allocation
 as the rendezvous address and a port derived from the job id, so multi-node rendezvous needs no hand
-work. The time-limit protocol (PLATFORM.md, checked on the dev cluster):
+work. The time-limit protocol (checked on the development cluster, tests/test_slurm_zero.py):
 
 1. SLURM sends USR2 (``--signal=USR2@lead``) to every process of the step, ranks included.
 2. The ``accelerate launch`` agent would die of USR2 while its ranks save, so it starts with USR2
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -31,8 +30,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from submitit.helpers import Checkpointable, DelayedSubmission
+
 from launcher.backends.attempts import record_attempt
 from launcher.backends.run_dir import PRIVATE_UMASK
+from launcher.backends.submitit_adapter import slurm_task
 from launcher.checkpoints import checkpoint_step, latest_complete_checkpoint
 from launcher.contract import Rendezvous, RunContract, RunLayout, rank_launch_command
 
@@ -59,46 +61,14 @@ class NodePlace:
 
 def place_from_slurm() -> NodePlace:
     """This node's place, read from SLURM's environment (``srun`` sets it for every task)."""
-    hosts = job_hosts(os.environ["SLURM_JOB_NODELIST"])
+    task = slurm_task()
     return NodePlace(
-        job_id=os.environ["SLURM_JOB_ID"],
-        node_rank=int(os.environ["SLURM_NODEID"]),
-        num_nodes=int(os.environ["SLURM_JOB_NUM_NODES"]),
-        main_host=hosts[0],
-        attempt=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+        job_id=task.job_id,
+        node_rank=task.node_rank,
+        num_nodes=task.num_nodes,
+        main_host=task.hosts[0],
+        attempt=task.restarts,
     )
-
-
-def job_hosts(nodelist: str) -> list[str]:
-    """The hosts of a SLURM node list (``gpu[01-04],n7``), by ``scontrol`` where it exists; in a
-    container without SLURM's commands, by :func:`expand_hostlist`."""
-    if shutil.which("scontrol") is None:
-        return expand_hostlist(nodelist)
-    return subprocess.run(
-        ["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True
-    ).stdout.split()
-
-
-def expand_hostlist(nodelist: str) -> list[str]:
-    """``a[1-2]-b[3,5]`` -> a1-b3 a1-b5 a2-b3 a2-b5: SLURM's hostlist syntax, in its order."""
-    hosts: list[str] = []
-    for item in re.findall(r"(?:[^,\[]|\[[^\]]*\])+", nodelist):
-        expanded = [""]
-        for text, ranges in re.findall(r"([^\[]*)(?:\[([^\]]*)\])?", item):
-            choices = [text + number for number in expand_ranges(ranges)] if ranges else [text]
-            expanded = [head + choice for head in expanded for choice in choices]
-        hosts += expanded
-    return hosts
-
-
-def expand_ranges(ranges: str) -> list[str]:
-    """``01-03,7`` -> 01 02 03 7 (a range keeps its first number's zero padding)."""
-    numbers: list[str] = []
-    for part in ranges.split(","):
-        first, _, last = part.partition("-")
-        width = len(first)
-        numbers += [f"{n:0{width}d}" for n in range(int(first), int(last or first) + 1)]
-    return numbers
 
 
 def node_command(python: str, layout: RunLayout, place: NodePlace) -> list[str]:
@@ -204,13 +174,7 @@ def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
     return reason
 
 
-try:  # submitit is needed on the nodes of a submitit job, not by the standalone script
-    from submitit.helpers import Checkpointable, DelayedSubmission
-except ImportError:  # pragma: no cover - the launcher depends on submitit
-    Checkpointable = object  # type: ignore[assignment,misc]
-
-
-class NodeTask(Checkpointable):  # type: ignore[misc,valid-type]
+class NodeTask(Checkpointable):
     """What submitit runs on each node; ``checkpoint`` is its time-limit hook (first node only)."""
 
     def __init__(self, run_dir: str, python: str):

@@ -1,6 +1,6 @@
 """Recipe -> :class:`Plan`: every file and number a run needs, computed without touching anything.
 
-``build_plan`` is a pure function of the recipe and the run directory's path (STYLE: plan, then
+``build_plan`` is a pure function of the recipe and the run directory's path (plan, then
 execute). The backends only write ``plan.files()`` and run ``plan.command``; the ranks read the
 files back. ``launcher plan`` prints :meth:`Plan.summary` and can write the same files.
 """
@@ -126,7 +126,7 @@ class Plan:
             ("launch", describe_launch(recipe, batch)),
             ("checkpoints", describe_checkpoints(recipe, self.layout)),
             ("precision", recipe.training.precision),
-            *memory_rows(self.memory),
+            *memory_rows(self.memory, offloading(recipe)),
             (
                 "remote code",
                 "trusted (model.trust_remote_code)" if recipe.model.trust_remote_code else "off",
@@ -301,9 +301,21 @@ def describe_launch(recipe: Recipe, batch: BatchNumbers) -> str:
     )
 
 
-def memory_rows(memory: MemoryEstimate | None) -> list[tuple[str, str]]:
+def offloading(recipe: Recipe) -> bool:
+    dist = recipe.distributed
+    return dist.strategy == "deepspeed" and "cpu" in (
+        dist.offload_optimizer,
+        dist.offload_parameters,
+    )
+
+
+def memory_rows(memory: MemoryEstimate | None, offload: bool) -> list[tuple[str, str]]:
     """The memory row, and under it how a bitsandbytes optimizer's states were counted."""
     rows = [("memory/device", describe_memory(memory))]
+    if memory is not None and offload:
+        rows.append(
+            ("memory/node", f"{format_bytes(memory.cpu_total)} of CPU memory (ZeRO offload)")
+        )
     if memory is not None and memory.states_note:
         rows.append(("", memory.states_note))
     return rows

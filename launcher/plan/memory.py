@@ -53,8 +53,9 @@ OPTIMIZER_STATE_BYTES: dict[str, int] = {
 class MemoryEstimate(NamedTuple):
     """Model-state memory (no activations) per GPU, and per node in CPU memory, in bytes.
 
-    ``note`` says what the numbers include and where the formulas come from; ``states_note``,
-    for bitsandbytes optimizers only, says how their states were counted (the plan shows it).
+    ``cpu_total`` is what ZeRO offload keeps in each node's CPU memory (the plan shows it when
+    something is offloaded); ``states_note``, for bitsandbytes optimizers only, says how their
+    states were counted (the plan shows it too).
     """
 
     parameters: int
@@ -62,7 +63,6 @@ class MemoryEstimate(NamedTuple):
     optimizer_states: int
     total: int
     cpu_total: int
-    note: str
     states_note: str = ""
 
 
@@ -166,6 +166,8 @@ def estimate_memory(
         exact_states = adam8bit_state_bytes(params, setup.gpus if zero_stage else 1, flat)
         per_param = per_param._replace(s=0)
         states_note = _adam8bit_note(params, flat)
+    if optimizer == "adafactor":
+        states_note = "factored second moment, approximated as 4 bytes/param"
     if optimizer.startswith("paged_"):
         states_note = f"{states_note or '32-bit states, 8 bytes/param'}; {PAGED_NOTE}"
     stage = _stage3 if zero_stage == 3 else _stage012
@@ -177,7 +179,6 @@ def estimate_memory(
         optimizer_states=optimizer_states,
         total=parameters + gradients + optimizer_states,
         cpu_total=cpu,
-        note=_note(setup, precision, optimizer),
         states_note=f"{optimizer}: {states_note}" if states_note else "",
     )
 
@@ -317,35 +318,3 @@ def _stage3_cpu(params: ParameterCount, b: _Bytes, setup: _Setup) -> int:
     node_share = offloaded * (1 / setup.nodes)
     factor = node_share if setup.zero_init else max(4 * setup.per_node, node_share)
     return int(params.total * factor * setup.buffer)
-
-
-def _note(setup: _Setup, precision: str, optimizer: str) -> str:
-    """One paragraph saying what the numbers include and where they come from."""
-    parts = ["Model states only (no activations, buffers or CUDA context)."]
-    zero_stage = setup.zero_stage
-    if zero_stage >= 2 and precision in MIXED_PRECISIONS and OPTIMIZER_STATE_BYTES[optimizer] == 8:
-        parts.append(f"Matches DeepSpeed's ZeRO-{zero_stage} estimator.")
-    elif zero_stage == 0:
-        parts.append("ZeRO paper accounting: weights + gradients + master/optimizer states.")
-    else:
-        parts.append("DeepSpeed's ZeRO estimator formula with this precision/optimizer's bytes.")
-    if precision in MIXED_PRECISIONS:
-        parts.append(f"{precision}: 16-bit weights and gradients, fp32 master weights.")
-    else:
-        parts.append("fp32: no master copy.")
-    if optimizer in EIGHT_BIT_OPTIMIZERS:
-        parts.append(
-            f"{optimizer}: 8-bit states counted tensor by tensor as bitsandbytes allocates them."
-        )
-    else:
-        state_bytes = OPTIMIZER_STATE_BYTES[optimizer]
-        parts.append(f"{optimizer}: {state_bytes} bytes/param of optimizer state.")
-    if optimizer == "adafactor":
-        parts.append("Adafactor's factored state is approximated as 4 bytes/param.")
-    if optimizer.startswith("paged_"):
-        parts.append(
-            "Paged states are counted on the GPU; bitsandbytes pages them to CPU under pressure."
-        )
-    if setup.offload_optimizer or setup.offload_parameters:
-        parts.append("CPU memory per node includes the offloaded states.")
-    return " ".join(parts)

@@ -9,7 +9,7 @@ Started by ``launcher doctor`` the way a run's ranks are started (an Accelerate 
 Each rank sets up its distributed state as a training rank does (``runtime.init_distributed``:
 gloo on CPU, NCCL on GPUs), all-reduces ``rank + 1`` and checks the sum is ``n (n + 1) / 2``.
 Rank 0 writes what it saw to RESULT.json; a rank that sees another world size than RANKS (the
-one-process trap of ``--cpu``, PLATFORM.md) says so and exits 1.
+one-process trap of ``--cpu``) says so and exits 1.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The distributed state of a rank, and the check that it is the one the plan promised.
 
 On a machine without CUDA, accelerate picks no backend for several processes and, under DeepSpeed,
-counts one process while DeepSpeed sees two (PLATFORM.md). Creating the state first with gloo fixes
+counts one process while DeepSpeed sees two. Creating the state first with gloo fixes
 both; the Trainer is then told to use that state (``use_configured_state``).
 """
 

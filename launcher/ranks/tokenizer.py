@@ -93,6 +93,7 @@ def train_tokenizer(
     """Train a tokenizer on ``texts`` as ``settings`` say; ``base`` is the tokenizer to retrain.
 
     ``stats``, when given, counts the texts and bytes the trainer read."""
+    require_valid(TokenizerSection(pretrained=base, train=settings), model_pretrained=None)
     stats = stats if stats is not None else TextStats()
     if settings.algorithm == "retrain":
         return _retrain(settings, texts, base, model_max_length, trust_remote_code, stats)
@@ -130,6 +131,7 @@ def prepare_tokenizer(
     ``texts`` is called only when the tokenizer is trained (``stats`` then counts them). A tokenizer that ends up without a pad
     token is returned as is: whether that matters depends on the task, which the caller knows.
     """
+    require_valid(section, model_pretrained)
     if section.train is not None:
         tokenizer: PreTrainedTokenizerBase = train_tokenizer(
             section.train,
@@ -204,6 +206,15 @@ def load_pretrained(
         ) from error
 
 
+def require_valid(section: TokenizerSection, model_pretrained: str | None) -> None:
+    """Refuse what the recipe checks refuse (``recipe/checks.py``, the one home of the rules),
+    naming the key: the tokenizer stage can be called without a checked recipe."""
+    from launcher.recipe.checks import tokenizer_problems
+
+    for key, message in tokenizer_problems(section, model_pretrained):
+        raise LauncherError(f"{key}: {message}")
+
+
 def build_pipeline(
     settings: TrainedTokenizerSection, show_progress: bool = False
 ) -> tuple[Tokenizer, Trainer]:
@@ -254,11 +265,6 @@ def build_pipeline(
         tokenizer.decoder = decoders.Metaspace()
         trainer = trainers.BpeTrainer(min_frequency=settings.min_frequency, **limit, **common)
     elif algorithm == "wordpiece":
-        if unk is None:
-            raise LauncherError(
-                "tokenizer.train.special_tokens: wordpiece needs an unknown token, "
-                f"'[UNK]' or '<unk>', among {settings.special_tokens}"
-            )
         tokenizer = Tokenizer(models.WordPiece(unk_token=unk))
         # BertNormalizer lowercases (and then strips accents) itself.
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=settings.lowercase)
@@ -303,22 +309,7 @@ def _retrain(
     stats: TextStats,
 ) -> PreTrainedTokenizerFast:
     """``train_new_from_iterator`` on ``base``: its normalizer, pre-tokenizer and specials stay."""
-    if base is None:
-        raise LauncherError(
-            "tokenizer.train.algorithm: 'retrain' needs tokenizer.pretrained, "
-            "the tokenizer whose pipeline is retrained"
-        )
-    # These shape a pipeline built from scratch; a retrained one keeps the base tokenizer's.
-    ignored = [
-        f"tokenizer.train.{name}"
-        for name in ("lowercase", "add_prefix_space")
-        if getattr(settings, name)
-    ]
-    if ignored:
-        raise LauncherError(
-            f"{', '.join(ignored)}: not used by 'retrain', which keeps the normalizer and "
-            f"pre-tokenizer of {base!r}; remove {'them' if len(ignored) > 1 else 'it'}"
-        )
+    assert base is not None, "require_valid: retrain needs tokenizer.pretrained"
     original = load_pretrained(base, trust_remote_code=trust_remote_code)
     if not getattr(original, "is_fast", False):
         raise LauncherError(
@@ -361,12 +352,8 @@ def _pretrained_source(section: TokenizerSection, model_pretrained: str | None) 
     """The recipe key that names the tokenizer to load, and its value."""
     if section.pretrained is not None:
         return "tokenizer.pretrained", section.pretrained
-    if model_pretrained is not None:
-        return "model.pretrained (tokenizer.pretrained is not set)", model_pretrained
-    raise LauncherError(
-        "tokenizer.pretrained: not set, and neither is model.pretrained; "
-        "name a tokenizer to load or set tokenizer.train"
-    )
+    assert model_pretrained is not None, "require_valid: a tokenizer needs a source"
+    return "model.pretrained (tokenizer.pretrained is not set)", model_pretrained
 
 
 def _set_pad_token(tokenizer: PreTrainedTokenizerBase, pad_token: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from launcher.architectures import DECODERS, ENCODERS
-from launcher.recipe.schema import Recipe, split_name
+from launcher.recipe.schema import Recipe, TokenizerSection, split_name
 
 Problem = tuple[str, str]
 
@@ -121,8 +121,15 @@ def unusable_path(name: str) -> str | None:
 
 
 def check_tokenizer(recipe: Recipe) -> Iterator[Problem]:
-    tokenizer = recipe.tokenizer
-    if tokenizer.train is None and not tokenizer.pretrained and not recipe.model.pretrained:
+    yield from tokenizer_problems(recipe.tokenizer, recipe.model.pretrained)
+
+
+def tokenizer_problems(
+    tokenizer: TokenizerSection, model_pretrained: str | None
+) -> Iterator[Problem]:
+    """The tokenizer rules, in one place: the plan checks them, and so does the tokenizer stage
+    when a library user calls it directly."""
+    if tokenizer.train is None and not tokenizer.pretrained and not model_pretrained:
         yield "tokenizer", "set `pretrained` (hub id or folder) or `train` to train one on the data"
     if tokenizer.train and tokenizer.train.algorithm == "retrain" and not tokenizer.pretrained:
         yield (
