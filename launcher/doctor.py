@@ -16,7 +16,6 @@ that set up their distributed state with ``ranks/runtime.py`` (see ``ranks/allre
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import json
@@ -69,11 +68,12 @@ class Check:
         return "\n".join([first, *(pad + piece for piece in wrapped[1:])])
 
 
-def cli_doctor(args: argparse.Namespace) -> int:
-    """``launcher doctor [--runs-dir DIR] [--skip-launch]``; prints each check as it is done."""
+def run_doctor(runs_dir: Path, skip_launch: bool) -> int:
+    """``launcher doctor [--runs-dir DIR] [--skip-launch]``: prints each check as it is done;
+    0 when everything a run needs works, 1 otherwise."""
     print(f"launcher doctor on {socket.gethostname()} ({platform.platform()})", flush=True)
     checks: list[Check] = []
-    for check in run_checks(Path(args.runs_dir), args.skip_launch):
+    for check in run_checks(Path(runs_dir), skip_launch):
         checks.append(check)
         print(check.line(), flush=True)
     problems = [check for check in checks if check.problem]

@@ -20,7 +20,6 @@ so a failed export leaves nothing behind.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import tempfile
@@ -44,12 +43,6 @@ class Loaded:
     truth: dict[str, Any]
     source: str  # e.g. "DeepSpeed ZeRO-3 fp32 master weights"
     note: str = ""
-
-
-def cli_export(args: argparse.Namespace) -> int:
-    """``launcher export RUN_DIR [--checkpoint STEP] -o DIR``."""
-    export_checkpoint(args.run_dir, args.output, args.checkpoint)
-    return 0
 
 
 def export_checkpoint(run_dir: Path, output: Path, step: int | None = None) -> Path:

@@ -14,7 +14,6 @@ on a login node in a second or two, also while the run is still training.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,10 +62,11 @@ class Metrics:
     unreadable_lines: int = 0
 
 
-def cli_plot(args: argparse.Namespace) -> int:
-    """``launcher plot RUN_DIR [-o PNG]``."""
-    layout = RunLayout(Path(args.run_dir))
-    output = Path(args.output) if args.output else layout.root / "metrics.png"
+def plot_run(run_dir: Path, output: Path | None = None) -> int:
+    """``launcher plot RUN_DIR [-o PNG]``: the run's curves as one image (default
+    ``RUN_DIR/metrics.png``)."""
+    layout = RunLayout(Path(run_dir))
+    output = Path(output) if output else layout.root / "metrics.png"
     metrics = read_metrics(layout)
     plot_metrics(metrics, output, title=layout.root.name)
     print(f"plot: {describe(metrics)} -> {output}")

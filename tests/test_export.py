@@ -7,7 +7,6 @@ for DeepSpeed, the fp32 master weights DeepSpeed itself rebuilds from the ZeRO s
 
 from __future__ import annotations
 
-import argparse
 import io
 import re
 import shutil
@@ -18,8 +17,9 @@ from pathlib import Path
 import pytest
 from conftest import launcher, load_weights
 
+from launcher.commands.export import export
 from launcher.errors import LauncherError
-from launcher.export import cli_export, compare_export, export_checkpoint, load_saved_model
+from launcher.export import compare_export, export_checkpoint, load_saved_model
 from launcher.units import format_bytes
 
 pytestmark = pytest.mark.integration
@@ -164,8 +164,7 @@ def test_classification_export_keeps_labels(trained: Callable[[str], Path], tmp_
     from transformers import AutoModelForSequenceClassification
 
     run_dir = trained("classification")
-    args = argparse.Namespace(run_dir=run_dir, checkpoint=None, output=tmp_path / "exported")
-    assert cli_export(args) == 0
+    assert export(run_dir, output=tmp_path / "exported") == 0  # the command's own function
 
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "exported")
     assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}

@@ -1,0 +1,19 @@
+"""``launcher export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def export(run_dir: Path, *, output: Path, checkpoint: int | None = None) -> int:
+    """Write a checkpoint (DDP or ZeRO shards) as one Hugging Face model folder.
+
+    Args:
+        run_dir: run directory
+        output: folder to create (new or empty)
+        checkpoint: step to export (default: the newest complete checkpoint)
+    """
+    from launcher.export import export_checkpoint
+
+    export_checkpoint(run_dir, output, checkpoint)
+    return 0

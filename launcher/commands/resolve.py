@@ -1,0 +1,53 @@
+"""A recipe and its overrides (and a cluster profile) resolved into a plan: a pure function of its
+inputs, shared by every command that plans."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from launcher.backends.profile import ClusterProfile
+    from launcher.plan.build import Plan
+
+SHIPPED_RECIPES = Path(__file__).resolve().parent.parent.parent / "recipes"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    plan: Plan
+    profile: ClusterProfile | None
+
+
+def resolve_plan(
+    recipe: str,
+    overrides: list[str],
+    *,
+    smoke: bool = False,
+    run_dir: Path | None = None,
+    cluster: str | None = None,
+    nodes: int | None = None,
+) -> Resolved:
+    """The plan of ``recipe`` (a path or a shipped recipe's name) with ``overrides``; with a
+    ``cluster`` profile, what the cluster adds comes first, so that the overrides still win.
+    ``run_dir`` defaults to ``runs/NAME`` (``runs/NAME-smoke`` for ``--smoke``)."""
+    from launcher.plan.build import build_plan
+    from launcher.recipe.loader import display_path, find_yaml, load_recipe
+
+    path = find_yaml(recipe, SHIPPED_RECIPES)
+    overrides = list(overrides)
+    loaded = load_recipe(path, overrides)
+    profile = None
+    if cluster:
+        from launcher.backends.profile import load_profile
+        from launcher.backends.slurm import cluster_overrides
+
+        profile = load_profile(cluster)
+        overrides = cluster_overrides(loaded, profile, nodes) + overrides
+        loaded = load_recipe(path, overrides)
+    folder = run_dir or Path("runs") / (loaded.name + ("-smoke" if smoke else ""))
+    plan = build_plan(
+        loaded, folder, source=display_path(path), overrides=tuple(overrides), smoke=smoke
+    )
+    return Resolved(plan, profile)
