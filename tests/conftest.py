@@ -1,4 +1,14 @@
-"""Shared helpers: run the real ``launcher`` command line and read what a run left behind."""
+"""Shared helpers: run the real ``launcher`` command line and read what a run left behind; the
+tiers, golden files and the SLURM cluster every test folder shares.
+
+Tests mirror the package (``tests/recipe``, ``tests/plan``, ``tests/backends``, ``tests/ranks``)
+and ``tests/e2e`` trains real steps. Tiers, by marker (``make unit`` runs the first alone):
+
+- no marker: in-process, starts nothing; a test that starts a process without saying so fails;
+- ``process``: starts the launcher CLI or other programs, trains nothing;
+- ``integration``: trains through ``accelerate launch`` (every test under ``tests/e2e``);
+- ``slurm``: needs the development cluster (root); when root and the cluster cannot start, fails.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +24,77 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 RECIPES = REPO / "recipes"
 SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        help="rewrite golden files and fixtures' expected output from what the code produces now "
+        "(each rewritten test is reported as skipped, never as passed: review `git diff tests`)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "e2e" in Path(str(item.fspath)).relative_to(REPO / "tests").parts[:1]:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def processes_are_declared(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The unit tier is in-process: a test without a tier marker that starts a program fails,
+    naming the marker it needs, so that `make unit` stays fast and honest."""
+    if any(request.node.get_closest_marker(m) for m in ("process", "integration", "slurm")):
+        yield
+        return
+    started: list[str] = []
+    original = subprocess.Popen.__init__
+
+    def record(self, args, *rest, **kwargs):  # type: ignore[no-untyped-def]
+        # Only the test's own thread: a session fixture may run processes in the background
+        # for the tests that declared them.
+        if threading.current_thread() is threading.main_thread():
+            started.append(str(args)[:120])
+        original(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", record)
+    yield
+    assert not started, (
+        f"this test starts processes ({started[0]}); mark it @pytest.mark.process "
+        "(or integration/slurm) so that the in-process tier stays in-process"
+    )
+
+
+class Golden:
+    """Compare generated text with files kept in git. ``--update-golden`` rewrites the files and
+    skips the test instead of passing it: a file compared with itself proves nothing until a
+    person reviewed the diff."""
+
+    def __init__(self, update: bool):
+        self.update = update
+
+    def check(self, expected: dict[Path, str], what: str = "the output") -> None:
+        """``expected``: each golden file and the text now generated for it."""
+        if self.update:
+            rewritten = []
+            for path, actual in expected.items():
+                if not path.exists() or path.read_text() != actual:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(actual)
+                    rewritten.append(str(path.relative_to(REPO)))
+            pytest.skip(f"--update-golden rewrote {', '.join(rewritten) or 'nothing'}")
+        for path, actual in expected.items():
+            assert path.exists(), f"{path} is missing: run pytest with --update-golden, review it"
+            assert actual == path.read_text(), (
+                f"{what} differs from {path.relative_to(REPO)}; if the change is intended, "
+                "rerun with --update-golden and review `git diff tests`"
+            )
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Golden:
+    return Golden(request.config.getoption("--update-golden"))
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -78,8 +160,8 @@ def cluster() -> None:
         text=True,
         timeout=300,
     )
-    if started.returncode != 0:
-        pytest.skip(f"the local SLURM cluster did not start:\n{started.stdout}{started.stderr}")
+    if started.returncode != 0:  # as root the tier must run: a broken cluster is a failure
+        pytest.fail(f"the local SLURM cluster did not start:\n{started.stdout}{started.stderr}")
 
 
 @pytest.fixture

@@ -108,6 +108,7 @@ def test_doctor_reports_every_component_and_a_two_rank_all_reduce(tmp_path: Path
     assert not list(tmp_path.glob("launcher-doctor-*")), "the launch's scratch folder was left"
 
 
+@pytest.mark.process
 def test_skip_launch_reports_the_rest_without_ranks(tmp_path: Path) -> None:
     result = doctor("--skip-launch", "--runs-dir", str(tmp_path), cwd=tmp_path)
 
@@ -177,6 +178,7 @@ def test_the_rank_program_notices_a_launch_of_one_process(tmp_path: Path) -> Non
     assert "[doctor] rank 0: world size 1, expected 2" in launched.stdout
 
 
+@pytest.mark.process
 def test_disk_is_measured_at_the_nearest_existing_folder(tmp_path: Path) -> None:
     check = check_disk(tmp_path / "a" / "b")
     assert check.status == "ok"
@@ -189,6 +191,7 @@ def test_disk_is_measured_at_the_nearest_existing_folder(tmp_path: Path) -> None
     assert f" free of {total} " in check.detail
 
 
+@pytest.mark.process
 def test_slurm_without_scontrol_is_missing_not_failed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     check = check_slurm()
@@ -197,16 +200,7 @@ def test_slurm_without_scontrol_is_missing_not_failed(monkeypatch: pytest.Monkey
 
 
 @pytest.mark.slurm
-def test_doctor_sees_the_dev_cluster(tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parent.parent
-    if os.geteuid() != 0:
-        pytest.skip("the local SLURM cluster needs root (cluster/devcluster.sh start)")
-    started = subprocess.run(
-        [str(repo / "cluster" / "devcluster.sh"), "start"], capture_output=True, text=True
-    )
-    if started.returncode != 0:
-        pytest.skip(f"the local SLURM cluster did not start:\n{started.stdout}{started.stderr}")
-
+def test_doctor_sees_the_dev_cluster(cluster: None, tmp_path: Path) -> None:
     check = check_slurm()
     assert check.status == "ok", check.detail
     # cluster/dev/slurm.conf.in: ClusterName=launcher-dev, one default partition of 2 nodes.

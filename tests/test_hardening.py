@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import RECIPES, REPO, launcher
-from test_slurm import HOSTILE
+from slurm_helpers import HOSTILE
 
 from launcher.errors import LauncherError
 from launcher.paths import local_path_reason
@@ -40,6 +40,7 @@ def no_traceback(result) -> None:
 # Run names and local paths
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", "x;touch PWNED"])
 def test_run_name_cannot_leave_the_runs_directory(name: str, workdir: Path) -> None:
     result = launcher("run", "mlm-scratch", "--smoke", f"name={name}", cwd=workdir, check=False)
@@ -49,6 +50,7 @@ def test_run_name_cannot_leave_the_runs_directory(name: str, workdir: Path) -> N
     assert list(workdir.parent.rglob("*")) == [workdir], "nothing may be created"
 
 
+@pytest.mark.process
 def test_missing_local_paths_are_refused_before_launch(workdir: Path) -> None:
     """`run` and `submit` check local data, model and tokenizer paths; `plan` only resolves."""
     (workdir / "models").mkdir()
@@ -80,6 +82,7 @@ def test_missing_local_paths_are_refused_before_launch(workdir: Path) -> None:
     assert result.returncode == 2 and "data.files.train" not in result.stderr
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("path", "what"),
     [("$HOME/corpus.txt", "a $ before a name"), ("c*.txt", "the glob character *")],
@@ -335,6 +338,7 @@ def profile_with(workdir: Path, **changes: object) -> Path:
     return path
 
 
+@pytest.mark.process
 @needs_slurm_tools
 def test_batch_script_quotes_the_interpreter(workdir: Path) -> None:
     python = str(workdir / f"{HOSTILE_NAME.splitlines()[0]} env" / "bin" / "python")
@@ -346,6 +350,7 @@ def test_batch_script_quotes_the_interpreter(workdir: Path) -> None:
     assert words[words.index("-u") - 1] == python
 
 
+@pytest.mark.process
 @needs_slurm_tools
 @pytest.mark.parametrize(
     ("changes", "message"),
@@ -366,6 +371,7 @@ def test_batch_script_refuses_what_quoting_cannot_fix(
     no_traceback(result)
 
 
+@pytest.mark.process
 @needs_slurm_tools
 def test_batch_script_refuses_a_run_dir_with_a_line_break(workdir: Path) -> None:
     run_dir = workdir / HOSTILE_NAME

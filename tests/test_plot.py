@@ -133,6 +133,7 @@ def run_plot(*args: str, flags: tuple[str, ...] = ()) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.process
 def test_cli_writes_the_default_file_and_imports_no_torch(tmp_path: Path) -> None:
     run_dir = tmp_path / "run dir"
     write_metrics(run_dir)
@@ -153,6 +154,7 @@ def test_cli_writes_the_default_file_and_imports_no_torch(tmp_path: Path) -> Non
     assert not imported & HEAVY_MODULES, sorted(imported & HEAVY_MODULES)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -178,6 +180,7 @@ def test_nothing_to_draw_is_a_clear_error_with_exit_code_2(
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.process
 def test_a_missing_run_dir_is_named(tmp_path: Path) -> None:
     result = run_plot(str(tmp_path / "nope"))
     assert result.returncode == 2

@@ -1,0 +1,303 @@
+"""``launcher submit`` against the real local SLURM cluster (cluster/devcluster.sh): two nodes,
+real slurmctld and slurmd daemons, submitit, DDP over gloo between the nodes.
+
+Skipped, with the reason shown, when not root or when the cluster cannot be started.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import shutil
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, launcher
+from slurm_helpers import (
+    HOSTILE,
+    attempts,
+    check_both_nodes_trained,
+    check_shards_of_both_ranks,
+    complete_steps,
+    logged_steps,
+    poll,
+    profile,
+    read_attempts,
+    shard_names,
+    wait_until_done,
+)
+
+pytestmark = pytest.mark.slurm
+
+GOLDEN = REPO / "tests" / "backends" / "golden"
+AUTO_CLASSES = {
+    "sft-mistral": "AutoModelForCausalLM",
+    "mlm-scratch": "AutoModelForMaskedLM",
+    "classification-imdb": "AutoModelForSequenceClassification",
+}
+
+
+# Each shipped workload on two nodes; SFT under DeepSpeed ZeRO-2 (ZeRO-3: test_slurm_zero.py).
+SMOKE_CASES = {
+    "sft-mistral": ("distributed.strategy=deepspeed", "distributed.zero_stage=2"),
+    "mlm-scratch": (),
+    "classification-imdb": (),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(SMOKE_CASES))
+def test_smoke_recipe_on_two_nodes(recipe: str, cluster: None, workdir: Path) -> None:
+    run_dir = workdir / "run"
+    out = launcher(
+        "submit",
+        recipe,
+        "--cluster",
+        "dev",
+        "--nodes",
+        "2",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        *SMOKE_CASES[recipe],
+        cwd=workdir,
+    )
+    assert re.search(r"submitted job \d+ to dev: 2 node\(s\) x 1 rank\(s\)", out.stdout)
+
+    report = wait_until_done(run_dir)
+    assert "finished    step 6" in report, report
+    check_both_nodes_trained(run_dir)
+    shown = launcher("logs", str(run_dir), "--rank", "1", cwd=workdir).stdout
+    assert shown == (run_dir / "logs" / "rank-1.log").read_text()
+    if "distributed.strategy=deepspeed" in SMOKE_CASES[recipe]:
+        check_shards_of_both_ranks(run_dir / "checkpoints" / "checkpoint-6", step=6, stage=2)
+
+    import transformers
+
+    model = getattr(transformers, AUTO_CLASSES[recipe]).from_pretrained(run_dir / "model")
+    assert model.num_parameters() > 0
+
+
+def test_requeue_from_outside_completes(cluster: None, workdir: Path) -> None:
+    run_dir = workdir / "run"
+    launcher(
+        "submit",
+        "sft-mistral",
+        "--cluster",
+        "dev",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "smoke.max_steps=700",
+        "smoke.checkpoint_every=300",
+        "smoke.num_samples=900",
+        cwd=workdir,
+    )
+    job = json.loads((run_dir / "job.json").read_text())["job_id"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # requeue once it has trained a while
+        if (run_dir / "metrics.jsonl").exists() and len(logged_steps(run_dir)) > 50:
+            break
+        time.sleep(0.5)
+    subprocess.run(["scontrol", "requeue", job], check=True)
+
+    report = wait_until_done(run_dir, timeout=600)
+    assert "finished    step 700" in report, report
+    events = attempts(run_dir)
+    preempted = [e for e in events if e["event"] == "end" and e["reason"] == "preempted"]
+    assert preempted, events
+    resumed = [e for e in events if e["event"] == "start" and e["attempt"] == 1]
+    assert resumed and resumed[0]["resumed_from_step"] == preempted[0]["step"], events
+    rank0 = (run_dir / "logs" / "rank-0.log").read_text()
+    assert f"checkpoint-{preempted[0]['step']}" in rank0  # "resuming from .../checkpoint-N"
+    assert sorted(logged_steps(run_dir)) == list(range(1, 701))
+
+
+def test_failing_job_reports_the_rank_and_its_error(cluster: None, workdir: Path) -> None:
+    # The file exists (submit checks that before it submits) but lacks the text column, which
+    # only the rank that reads it can find out.
+    data = workdir / "no-text.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"sample {i}"}) + "\n" for i in range(8)))
+    recipe = workdir / "wrong-column.yaml"
+    recipe.write_text(
+        "# launcher submit wrong-column.yaml --cluster dev\n"
+        "name: wrong-column\ntask: sft\n"
+        "model: {architecture: mistral, config: {hidden_size: 32, intermediate_size: 64, "
+        "num_hidden_layers: 1, num_attention_heads: 2, num_key_value_heads: 1}}\n"
+        "tokenizer: {train: {algorithm: byte_level_bpe, vocab_size: 300}, pad_token: eos}\n"
+        f"data: {{files: {{train: {json.dumps(str(data))}}}}}\n"
+        "training: {max_steps: 2, precision: fp32}\n"
+    )
+    run_dir = workdir / "run"
+    launcher("submit", str(recipe), "--cluster", "dev", "--run-dir", str(run_dir), cwd=workdir)
+    report = wait_until_done(run_dir)
+    assert re.search(
+        r"FAILED      rank 0 on n1: .*data\.text_column: 'text' is not a column of the train split "
+        r"\(columns: prompt\)",
+        report,
+    ), report
+    assert "log: " + str(run_dir / "logs" / "rank-0.log") in report
+    assert "end: failed" in report
+
+
+def test_hostile_values_stay_literal_in_a_real_job(
+    cluster: None, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spaces, quotes, `$(...)`, backticks, `;` and newlines in paths and environment values
+    reach the job as text; nothing they spell runs (no marker file appears). Secrets exported
+    where `launcher submit` runs reach the ranks, and no file of the run holds one."""
+    marker = workdir.parent / "PWNED"  # no space in its path: `touch` must not split it
+    assert " " not in str(marker)
+    value = HOSTILE.format(marker=marker)
+    tokens = {
+        "HF_TOKEN": f"hf_{secrets.token_hex(16)}",
+        "LAUNCHER_TEST_SECRET": secrets.token_hex(16),
+    }
+    for name, token in tokens.items():
+        monkeypatch.setenv(name, token)
+    for name in ("HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    seen = workdir / "env-seen.txt"
+    base = profile(workdir)
+    text = base.read_text().replace("env: {}", f"env: {{LAUNCHER_TEST_VALUE: {json.dumps(value)}}}")
+    text = text.replace(
+        "setup: []",
+        "setup: [" + json.dumps(f"printenv LAUNCHER_TEST_VALUE > {shlex.quote(str(seen))}") + "]",
+    )
+    base.write_text(text)
+    odd = workdir / "odd $(touch PWNED) `x` 'q' \"d\"; dir"
+    odd.mkdir()
+    run_dir = odd / "run"
+    launcher(
+        "submit",
+        "classification-imdb",
+        "--cluster",
+        str(base),
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "smoke.max_steps=2",
+        "secrets=[LAUNCHER_TEST_SECRET]",
+        cwd=odd,
+    )
+    report = wait_until_done(run_dir)
+    assert "finished    step 2" in report, report
+    assert seen.read_text() == value + "\n"
+    assert not list(workdir.parent.rglob("PWNED")), "a hostile string ran as a command"
+    log = (run_dir / "logs" / "rank-0.log").read_text()
+    assert "secrets in the environment: HF_TOKEN, LAUNCHER_TEST_SECRET (values" in log
+    # The batch script, submitit's pickles and logs, the plan, every rank log: no token.
+    written = [(p, p.read_bytes()) for p in run_dir.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".pkl" for p, _ in written) and any(
+        p.suffix == ".sh" for p, _ in written
+    )
+    for name, token in tokens.items():
+        leaks = [str(p) for p, data in written if token.removeprefix("hf_").encode() in data]
+        assert not leaks, f"{name} was written into {leaks}"
+    for path in [run_dir, *run_dir.rglob("*")]:
+        if path.is_symlink():  # submitit links the submitted script; a link's mode means nothing
+            continue
+        mode = stat.S_IMODE(path.lstat().st_mode)
+        assert mode == 0o700 if path.is_dir() else mode & 0o077 == 0, f"{path}: {oct(mode)}"
+
+
+def test_standalone_script_with_node_local_checkpoints(cluster: None, workdir: Path) -> None:
+    """`launcher sbatch -o job.sh` prepares the run; `sbatch job.sh` needs nothing else. ZeRO-2
+    with each node's shards on its own disk (`{node}` keeps the two dev nodes apart on this one
+    machine), requeued from outside and resumed by both nodes from the same step; export once
+    the nodes' copies are gathered. (ZeRO-3 through the same script: test_slurm_zero.py.)"""
+    run_dir, script = workdir / "run", workdir / "job.sh"
+    local = workdir / "local"
+    out = launcher(
+        "sbatch", "mlm-scratch", "--cluster", "dev", "--smoke", "--run-dir", str(run_dir),
+        "-o", str(script), "distributed.strategy=deepspeed", "distributed.zero_stage=2",
+        "checkpointing.use_node_local_storage=true",
+        f"checkpointing.node_local_dir={local}/{{node}}", "smoke.max_steps=1000000",
+        cwd=workdir,
+    ).stdout  # fmt: skip
+    assert "sbatch" in out and script.read_text().startswith("#!/bin/bash")
+    summary = (run_dir / "plan" / "summary.txt").read_text()
+    assert f"on each node's own disk in {local}/{{node}}/run-" in summary
+    submitted = subprocess.run(["sbatch", str(script)], capture_output=True, text=True, check=True)
+    job = submitted.stdout.split()[-1]
+    folder = json.loads((run_dir / "plan" / "contract.json").read_text())["checkpoints_dir"]
+    on_node = {node: Path(folder.replace("{node}", node)) for node in ("n1", "n2")}
+
+    def saved_on_both(after: int = 0) -> list[int]:
+        steps = [set(complete_steps(on_node[node])) for node in on_node]
+        return sorted(s for s in steps[0] & steps[1] if s > after)
+
+    try:
+        first = poll("a checkpoint on both nodes", saved_on_both, 600, run_dir)[0]
+        subprocess.run(["scontrol", "requeue", job], check=True)
+        start = poll(
+            "the requeued attempt",
+            lambda: [
+                e for e in read_attempts(run_dir) if e["event"] == "start" and e["attempt"] == 1
+            ],
+            600,
+            run_dir,
+        )[0]
+        resumed = start["resumed_from_step"]
+        assert resumed is not None and resumed >= first
+        poll("a checkpoint after the resume", lambda: saved_on_both(resumed), 600, run_dir)
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    report = wait_until_done(run_dir, timeout=300, job=job)
+    assert f"start, job {job}, from step 0" in report
+    assert f"start, job {job}, resumed from step {resumed}" in report
+    assert "checkpoint  on each node's own disk: " in report
+    check_both_nodes_trained(run_dir)
+    rank0 = (run_dir / "logs" / "rank-0.log").read_text()
+    assert f"resuming from {on_node['n1']}/checkpoint-{resumed}" in rank0
+    steps = logged_steps(run_dir)
+    assert sorted(steps) == list(range(1, max(steps) + 1)), "a step was lost or repeated"
+
+    # Each node wrote only its own rank's shards, beside everything it needs to resume alone.
+    newest = saved_on_both()[-1]
+    for rank, node in enumerate(on_node):
+        checkpoint = on_node[node] / f"checkpoint-{newest}"
+        shards = {p.name for p in (checkpoint / f"global_step{newest}").glob("zero_pp_rank_*")}
+        assert shards == shard_names(rank, stage=2), (node, shards)
+        for name in ("launcher-complete.json", "trainer_state.json", "latest"):
+            assert (checkpoint / name).is_file(), (node, name)
+    assert not list((run_dir / "checkpoints").glob("checkpoint-*"))
+
+    refused = launcher("export", str(run_dir), "-o", str(workdir / "out"), cwd=workdir, check=False)
+    assert refused.returncode != 0 and "on each node's own disk" in refused.stderr, refused.stderr
+    gathered = run_dir / "checkpoints" / f"checkpoint-{newest}"
+    for node in on_node:
+        shutil.copytree(on_node[node] / f"checkpoint-{newest}", gathered, dirs_exist_ok=True)
+    launcher("export", str(run_dir), "-o", str(workdir / "out"), cwd=workdir)
+    import transformers
+
+    assert transformers.AutoModelForMaskedLM.from_pretrained(workdir / "out").num_parameters() > 0
+
+
+def test_cancel_stops_the_job_and_records_it(cluster: None, workdir: Path) -> None:
+    run_dir = workdir / "run"
+    launcher(
+        "submit",
+        "sft-mistral",
+        "--cluster",
+        "dev",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "smoke.max_steps=100000",
+        cwd=workdir,
+    )
+    job = json.loads((run_dir / "job.json").read_text())["job_id"]
+    deadline = time.monotonic() + 120
+    while not (run_dir / "attempts.jsonl").exists():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.5)
+    out = launcher("cancel", job, cwd=workdir)  # by job id: found through the scheduler
+    assert f"cancelled job {job}" in out.stdout
+    report = wait_until_done(run_dir, timeout=120)
+    assert "end: cancelled" in report
+    assert not (run_dir / "result.json").exists()

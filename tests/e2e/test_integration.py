@@ -1,0 +1,419 @@
+"""End to end through the real CLI: ``launcher run`` -> ``accelerate launch`` -> real ranks on CPU.
+
+Every test trains real steps and checks what the run left behind: the world size each rank saw,
+checkpoints, metrics, and a final model that loads with ``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import launcher, load_weights, metrics, start_launcher
+
+pytestmark = pytest.mark.integration
+
+AUTO_CLASSES = {
+    "sft-mistral": "AutoModelForCausalLM",
+    "mlm-scratch": "AutoModelForMaskedLM",
+    "classification-imdb": "AutoModelForSequenceClassification",
+}
+
+
+def rank_lines(run_dir: Path, rank: int) -> str:
+    return (run_dir / "logs" / f"rank-{rank}.log").read_text()
+
+
+@pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
+def test_smoke_recipe_on_two_ddp_ranks(
+    recipe: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
+    run_dir = workdir / "run"
+    keep = ["checkpointing.keep=1"] if recipe == "sft-mistral" else []
+    out = launcher(
+        "run",
+        recipe,
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.processes_per_node=2",
+        *keep,
+        cwd=workdir,
+    )
+
+    assert "world size     2 = 1 node(s) x 2 process(es)" in out.stdout
+    for rank in (0, 1):  # each rank checked its own world against the plan before step 1
+        assert re.search(rf"rank {rank} on \S+: world 2, global batch", rank_lines(run_dir, rank))
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["global_step"] == 6
+    losses = [m["loss"] for m in metrics(run_dir) if "loss" in m]
+    assert len(losses) == 6 and all(loss == loss and loss > 0 for loss in losses)
+    # Rank 0 prepared the data into the cache; rank 1 loaded that copy instead of its own.
+    assert data_preparation(run_dir)[0] == "prepared"
+    assert "data: warning" not in rank_lines(run_dir, 1)
+    assert_metrics_and_tensorboard(run_dir, workdir)
+    # The tokenizer stage ended with its one-line summary (rank 0 trained it).
+    assert re.search(
+        r"^tokenizer: \w+, \d+ tokens, trained on [\d.]+ (B|KiB|MiB) \(\d+ texts\) in [\d.]+ m?s "
+        rf"-> {re.escape(str(run_dir / 'tokenizer'))}$",
+        rank_lines(run_dir, 0),
+        re.M,
+    ), rank_lines(run_dir, 0)[-3000:]
+    assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
+    if keep:  # retention ran after checkpoint-6 was complete, and only then
+        assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == [
+            "checkpoint-6"
+        ]
+
+    import transformers
+
+    model = getattr(transformers, AUTO_CLASSES[recipe]).from_pretrained(run_dir / "model")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(run_dir / "model")
+    assert model.get_input_embeddings().num_embeddings == len(tokenizer)
+    if recipe == "classification-imdb":
+        assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
+        assert 0.0 <= result["final_metrics"]["eval_accuracy"] <= 1.0
+        assert result["final_metrics"]["eval_loss"] < 1.0  # ~ln 2; 2x would mean doubled losses
+    if recipe == "mlm-scratch":
+        assert "eval_perplexity" in result["final_metrics"]
+
+
+def assert_metrics_and_tensorboard(run_dir: Path, workdir: Path) -> None:
+    """Every training log has its measured throughput; TensorBoard has the same losses; and
+    `launcher plot` draws them."""
+    from PIL import Image
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logs = [m for m in metrics(run_dir) if "loss" in m]
+    world = json.loads((run_dir / "plan" / "contract.json").read_text())
+    for log in logs:
+        seconds = log["interval_seconds"]
+        assert seconds > 0
+        # samples/s is steps x global batch over the interval (one step per log here).
+        assert log["samples_per_second"] == pytest.approx(
+            world["global_batch_size"] / seconds, rel=1e-3
+        )
+        assert log["tokens_per_second"] > 0
+    tokens = [log["num_input_tokens_seen"] for log in logs]
+    assert tokens == sorted(tokens) and tokens[0] > 0
+
+    # Rank 0 writes them; a final evaluation after training opens a second file.
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    scalars = accumulator.Scalars("train/loss")
+    assert [event.step for event in scalars] == [log["step"] for log in logs]
+    assert [event.value for event in scalars] == pytest.approx([log["loss"] for log in logs])
+    assert "train/learning_rate" in accumulator.Tags()["scalars"]
+
+    out = launcher("plot", str(run_dir), "-o", str(workdir / "plot.png"), cwd=workdir)
+    assert out.stdout.strip().endswith(f"-> {workdir / 'plot.png'}")
+    assert out.stdout.startswith("plot: steps 1-6 (loss")
+    assert Image.open(workdir / "plot.png").size == (1200, 900)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, workdir: Path) -> None:
+    run_dir = workdir / f"zero{stage}"
+    out = launcher(
+        "run",
+        "sft-mistral",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.strategy=deepspeed",
+        f"distributed.zero_stage={stage}",
+        "training.optimizer=paged_adamw_32bit",
+        "training.gradient_accumulation_steps=2",
+        cwd=workdir,
+    )
+
+    assert f"DeepSpeed ZeRO-{stage}" in out.stdout
+    ds = json.loads((run_dir / "plan" / "deepspeed.json").read_text())
+    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 2 * 1
+    log = rank_lines(run_dir, 0)
+    assert "world 1, global batch 4 as planned" in log
+    # The optimizer that really steps, unwrapped from DeepSpeed's wrappers.
+    assert "bitsandbytes.optim.adamw.AdamW (paged, 32-bit states)" in log
+    shards = run_dir / "checkpoints" / "checkpoint-6" / "global_step6"
+    assert (shards / "zero_pp_rank_0_mp_rank_00_optim_states.pt").exists()
+    assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_interrupted_run_continues_to_the_same_weights(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after its first checkpoint, `launcher run` on the same directory resumes from it.
+
+    The runs after the first one load the data the first one prepared (the data cache): the same
+    weights at the end show that cached rows train exactly like freshly prepared ones."""
+    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
+    args = ["sft-mistral", "--smoke", "smoke.max_steps=30", "smoke.checkpoint_every=5"]
+    whole = workdir / "whole"
+    launcher("run", *args, "--run-dir", str(whole), cwd=workdir)
+    prepared, key = data_preparation(whole)
+    assert prepared == "prepared" and (workdir / "cache" / "data" / key).is_dir()
+
+    broken = workdir / "broken"
+    first_checkpoint = broken / "checkpoints" / "checkpoint-5" / "launcher-complete.json"
+    process = start_launcher("run", *args, "--run-dir", str(broken), cwd=workdir)
+    deadline = time.monotonic() + 600
+    while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert first_checkpoint.exists(), "the run never completed its first checkpoint"
+    assert not (broken / "result.json").exists(), "the run finished before it could be killed"
+
+    out = launcher("run", *args, "--run-dir", str(broken), cwd=workdir)
+    assert "continuing run" in out.stdout
+    assert "resuming from" in rank_lines(broken, 0)
+    resumed = json.loads((broken / "result.json").read_text())
+    assert resumed["global_step"] == 30 and resumed["resumed_from"].endswith("checkpoint-5")
+    assert data_preparation(broken) == ("cache hit", key)
+    assert_same_weights(whole / "model", broken / "model")
+
+    # A graceful stop (SIGTERM to the launcher, like Ctrl-C) saves at the step it was at.
+    stopped = workdir / "stopped"
+    process = start_launcher("run", *args, "--run-dir", str(stopped), cwd=workdir, capture=True)
+    deadline = time.monotonic() + 600
+    while not (stopped / "metrics.jsonl").exists() or len(metrics(stopped)) < 3:
+        assert process.poll() is None, process.stdout.read() if process.stdout else ""
+        assert time.monotonic() < deadline, "the run logged no 3 steps in 600 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 130, output[-3000:]
+    match = re.search(r"stopped on SIGTERM with a complete checkpoint at step (\d+)", output)
+    assert match, output[-3000:]
+    step = int(match.group(1))
+    assert (stopped / "checkpoints" / f"checkpoint-{step}" / "launcher-complete.json").exists()
+    launcher("run", *args, "--run-dir", str(stopped), cwd=workdir)
+    assert f"checkpoint-{step}" in rank_lines(stopped, 0)
+    assert_same_weights(whole / "model", stopped / "model")
+
+
+def data_preparation(run_dir: Path) -> tuple[str, str]:
+    """How rank 0 last had its data (``prepared`` or ``cache hit``) and the cache key, from the
+    one-line summary that also names rows and tokens."""
+    found = re.findall(
+        r"data: (prepared|cache hit) ((?:sft|mlm|classification)-[0-9a-f]{16}) .*: "
+        r"train [\d,]+ rows, [\d,]+ tokens, padding [\d.]+% at \d+",
+        rank_lines(run_dir, 0),
+    )
+    assert found, rank_lines(run_dir, 0)[-3000:]
+    return found[-1]
+
+
+def assert_same_weights(expected_dir: Path, got_dir: Path) -> None:
+    expected, got = load_weights(expected_dir), load_weights(got_dir)
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.equal(expected[name], got[name]), f"{name} differs after resume"
+
+
+def test_rank_refuses_a_world_size_other_than_the_plan(workdir: Path) -> None:
+    """`accelerate launch --cpu --num_processes 2` starts ONE process; the rank must notice."""
+    run_dir = workdir / "mismatch"
+    launcher(
+        "plan",
+        "classification-imdb",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.processes_per_node=2",
+        "-o",
+        str(run_dir / "plan"),
+        cwd=workdir,
+    )
+    (run_dir / "smoke-data").mkdir()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "-m",
+            "launcher.ranks.entry",
+            str(run_dir),
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    log = rank_lines(run_dir, 0)
+    assert "world_size: plan 2, rank sees 1" in log
+    assert "Plan: 4 x 1 x 2 = 8" in log
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_classification_from_a_local_pretrained_folder(workdir: Path) -> None:
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    folder = workdir / "tiny bert"
+    vocab = workdir / "vocab.txt"
+    words = "the a film was great awful good bad movie plot acting boring superb".split()
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_labels=2,
+    )
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    original = load_weights(folder)
+    data = workdir / "reviews.csv"
+    rows = ["review,sentiment"] + [
+        f"the film was {'great superb' if i % 2 else 'awful boring'},{'pos' if i % 2 else 'neg'}"
+        for i in range(40)
+    ]
+    data.write_text("\n".join(rows) + "\n")
+    recipe = workdir / "local.yaml"
+    recipe.write_text(
+        f"""# launcher run local.yaml
+name: local-bert
+task: classification
+model: {{pretrained: "{folder}"}}
+data:
+  files: {{train: "{data}"}}
+  eval_fraction: 0.25
+  text_column: review
+  label_column: sentiment
+  labels: [neg, pos]
+  max_length: 32
+training: {{max_steps: 4, per_device_batch_size: 4, precision: fp32, learning_rate: 1.0e-3,
+           eval_strategy: steps, eval_steps: 2, logging_steps: 1}}
+checkpointing: {{strategy: steps, every_steps: 2}}
+"""
+    )
+    run_dir = workdir / "run"
+    launcher("run", str(recipe), "--run-dir", str(run_dir), cwd=workdir)
+
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "model")
+    assert model.config.id2label == {0: "neg", 1: "pos"}
+    trained = load_weights(run_dir / "model")
+    embedding = "bert.embeddings.word_embeddings.weight"
+    assert trained[embedding].shape == original[embedding].shape  # no resize was needed
+    assert not torch.equal(trained[embedding], original[embedding])  # it trained
+
+
+def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
+    out = launcher("tokenizer", "mlm-scratch", "--smoke", "-o", str(workdir / "tok"), cwd=workdir)
+    # One line: kind, size, what it was trained on, where it is.
+    assert re.fullmatch(
+        r"tokenizer: wordpiece, \d+ tokens, trained on [\d.]+ (B|KiB|MiB) \(\d+ texts\) in "
+        rf"[\d.]+ m?s -> {re.escape(str(workdir / 'tok'))}",
+        out.stdout.strip(),
+    ), out.stdout
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(workdir / "tok")
+    ids = tokenizer("the same day")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert len(tokenizer) <= 512
+    assert not any(workdir.glob("runs")), "the tokenizer command left a run directory behind"
+
+
+def test_a_checkpoint_cut_short_is_skipped_and_kept(workdir: Path) -> None:
+    """As if killed while writing checkpoint-6: its optimizer file is short of the manifest."""
+    whole, cut = workdir / "whole", workdir / "cut"
+    for run_dir in (whole, cut):
+        launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), cwd=workdir)
+    last = cut / "checkpoints" / "checkpoint-6"
+    optimizer = last / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    (cut / "result.json").unlink()
+
+    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(cut), cwd=workdir)
+    log = rank_lines(cut, 0)
+    assert re.search(
+        r"skipping incomplete checkpoint-6 \(optimizer\.pt has \d+ bytes, the "
+        r"manifest says \d+\); kept as .*incomplete-checkpoint-6-",
+        log,
+    ), log[-3000:]
+    assert "resuming from" in log and log.count("checkpoint-3") >= 1
+    (kept,) = (cut / "checkpoints").glob("incomplete-checkpoint-6-*")
+    assert (kept / "optimizer.pt").exists()  # the cut file is kept, not deleted
+    assert_same_weights(whole / "model", cut / "model")
+    # Killed after the final checkpoint but before the end: finish from it, no step beyond.
+    shutil.rmtree(whole / "model")
+    (whole / "result.json").unlink()
+    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(whole), cwd=workdir)
+    assert "training had finished at checkpoint-6" in rank_lines(whole, 0)
+    assert not (whole / "checkpoints" / "checkpoint-7").exists()
+    assert json.loads((whole / "result.json").read_text())["global_step"] == 6
+    assert_same_weights(cut / "model", whole / "model")
+
+
+def forget_last_checkpoint(run_dir: Path) -> None:
+    """As if the run had been stopped after checkpoint-3."""
+    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-6")
+    shutil.rmtree(run_dir / "model")
+    (run_dir / "result.json").unlink()
+
+
+def test_ddp_run_continues_on_another_world_size(workdir: Path) -> None:
+    run_dir = workdir / "run"
+    launcher(
+        "run",
+        "sft-mistral",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        "distributed.processes_per_node=2",
+        cwd=workdir,
+    )
+    forget_last_checkpoint(run_dir)
+    out = launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), cwd=workdir)
+    assert "continuing" in out.stdout and "on another world size" in out.stdout
+    assert "checkpoint-3" in rank_lines(run_dir, 0)
+    assert json.loads((run_dir / "result.json").read_text())["global_step"] == 6
+
+
+def test_zero_shards_refuse_another_world_size_before_training(workdir: Path) -> None:
+    run_dir = workdir / "run"
+    zero = ["distributed.strategy=deepspeed", "distributed.zero_stage=2"]
+    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), *zero, cwd=workdir)
+    forget_last_checkpoint(run_dir)
+    out = launcher(
+        "run",
+        "sft-mistral",
+        "--smoke",
+        "--run-dir",
+        str(run_dir),
+        *zero,
+        "distributed.processes_per_node=2",
+        cwd=workdir,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "checkpoint-3 holds DeepSpeed ZeRO-2 shards written by 1 ranks, but this run has 2" in (
+        out.stderr + out.stdout
+    )
+    assert "launcher export" in out.stderr + out.stdout
+    assert not (run_dir / "checkpoints" / "checkpoint-4").exists(), "it trained anyway"
