@@ -2,7 +2,7 @@
 
 Each node runs ``accelerate launch`` with its node rank from SLURM, the first host of the allocation
 as the rendezvous address and a port derived from the job id, so multi-node rendezvous needs no hand
-work. The time-limit protocol (checked on the development cluster, tests/test_slurm_zero.py):
+work. The time-limit protocol (checked on the development cluster, tests/backends/test_slurm_zero.py):
 
 1. SLURM sends USR2 (``--signal=USR2@lead``) to every process of the step, ranks included.
 2. The ``accelerate launch`` agent would die of USR2 while its ranks save, so it starts with USR2

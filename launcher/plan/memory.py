@@ -186,7 +186,7 @@ def estimate_memory(
 def adam8bit_state_bytes(params: ParameterCount, shards: int, flat: bool) -> int:
     """Bytes of bitsandbytes' 8-bit Adam states per device, as bitsandbytes 0.45-0.50 allocate
     them (``Optimizer2State.init_state``; checked against real ``AdamW8bit`` states in
-    tests/test_memory.py).
+    tests/plan/test_memory.py).
 
     Per tensor of n values: two uint8 states (2n bytes) and one fp32 scale per block of 256
     values for each (8 * ceil(n / 256) bytes); a tensor under ``min_8bit_size`` (4096 values)

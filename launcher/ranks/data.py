@@ -190,7 +190,7 @@ def sft_rows(split: Any, data: DataSection, tokenizer: Any, name: str) -> Any:
     truncated, ``seq_lengths`` records the samples of each row) or truncates to ``max_length``.
     The same steps here run as batched maps (TRL maps one example at a time), store ids as int32
     and leave ``labels`` out: TRL's collator uses ``input_ids`` when a row has no labels, so the
-    batches are the same (tests/test_data_prep.py compares them with TRL's own preparation).
+    batches are the same (tests/ranks/test_data_prep.py compares them with TRL's own preparation).
     Packing gives the rows TRL's default (one process) gives, with any process count
     (:func:`pack_rows`).
     """

@@ -13,7 +13,7 @@ batch, and every token in it is real but for the padding that ends the shorter r
 partly filled rows of the packing). Samples stay apart the same way: position ids restart at 0
 for each sample, and transformers builds the mask block-diagonal from them, row by row, as long
 as no attention mask is given (a padding mask would hide the packing from it; then samples would
-attend to each other). tests/test_packing.py checks per-sample losses against each sample alone.
+attend to each other). tests/ranks/test_packing.py checks per-sample losses against each sample alone.
 """
 
 from __future__ import annotations
