@@ -276,28 +276,3 @@ def test_standalone_script_with_node_local_checkpoints(cluster: None, workdir: P
     import transformers
 
     assert transformers.AutoModelForMaskedLM.from_pretrained(workdir / "out").num_parameters() > 0
-
-
-def test_cancel_stops_the_job_and_records_it(cluster: None, workdir: Path) -> None:
-    run_dir = workdir / "run"
-    launcher(
-        "submit",
-        "sft-mistral",
-        "--cluster",
-        "dev",
-        "--smoke",
-        "--run-dir",
-        str(run_dir),
-        "smoke.max_steps=100000",
-        cwd=workdir,
-    )
-    job = json.loads((run_dir / "job.json").read_text())["job_id"]
-    deadline = time.monotonic() + 120
-    while not (run_dir / "attempts.jsonl").exists():
-        assert time.monotonic() < deadline, "the job never started"
-        time.sleep(0.5)
-    out = launcher("cancel", job, cwd=workdir)  # by job id: found through the scheduler
-    assert f"cancelled job {job}" in out.stdout
-    report = wait_until_done(run_dir, timeout=120)
-    assert "end: cancelled" in report
-    assert not (run_dir / "result.json").exists()

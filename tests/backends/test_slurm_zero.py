@@ -155,10 +155,11 @@ def drive(run_dir: Path, workdir: Path, job: str, tokens: dict[str, str]) -> Int
         600,
         run_dir,
     )
-    cancelled = launcher("cancel", str(run_dir), cwd=workdir).stdout
-    assert f"cancelled job {job}" in cancelled
+    cancelled = launcher("cancel", job, cwd=workdir).stdout  # by job id, through the scheduler
+    assert f"cancelled job {job} ({run_dir})" in cancelled
     report = wait_until_done(run_dir, timeout=300)
     assert "end: cancelled" in report, report
+    assert not (run_dir / "result.json").exists(), "a cancelled run is not a finished one"
     return InterruptedRun(
         run_dir=run_dir,
         workdir=workdir,
