@@ -219,6 +219,7 @@ def test_no_file_holds_the_environment_or_a_secret(interrupted: InterruptedRun) 
     """accelerate's pdsh path appended the environment to `.deepspeed_env` in the working
     directory; no run may write the environment anywhere, in the run or where it was started."""
     workdir = interrupted.workdir
+    assert [p.name for p in workdir.iterdir()] == ["run"], "files outside the run directory"
     assert not list(workdir.rglob(".deepspeed_env")), "the environment was written to a file"
     assert not (Path.home() / ".deepspeed_env").exists()
     written = [(p, p.read_bytes()) for p in workdir.rglob("*") if p.is_file()]
