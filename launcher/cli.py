@@ -99,7 +99,7 @@ def add_parameters(parser: argparse.ArgumentParser, function: Callable[..., Any]
             options["metavar"] = METAVARS[name]
         if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
             if typing.get_origin(kind) is list:
-                parser.add_argument(name, nargs="*", **options)
+                parser.add_argument(name, nargs="*", default=[], **options)
             else:
                 parser.add_argument(name, type=converter(kind), **options)
             continue

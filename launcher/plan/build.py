@@ -281,7 +281,8 @@ def describe_checkpoints(recipe: Recipe, layout: RunLayout) -> str:
             f"{cadence}, {kept}, on each node's own disk in {where} (DeepSpeed "
             "use_node_local_storage; each node resumes from its own shards)"
         )
-    return f"{cadence}, {kept}, in {where} (shared by every node)"
+    shared = " (shared by every node)" if recipe.distributed.nodes > 1 else ""
+    return f"{cadence}, {kept}, in {where}{shared}"
 
 
 def describe_launch(recipe: Recipe, batch: BatchNumbers) -> str:

@@ -306,6 +306,15 @@ def test_summary(case: str) -> None:
     elif dist.strategy == "deepspeed":
         assert rows["optimizer"] == "adamw_torch: AdamW (torch) wrapped by DeepSpeed"
     assert rows["memory/device"].endswith("(model states only, not activations)")
+    where = plan.trainer_args["output_dir"]
+    if plan.recipe.checkpointing.use_node_local_storage:
+        assert (
+            f"on each node's own disk in {where} (DeepSpeed use_node_local_storage;"
+            in (rows["checkpoints"])
+        )
+    else:
+        shared = " (shared by every node)" if nodes > 1 else ""
+        assert rows["checkpoints"].endswith(f", in {where}{shared}"), rows["checkpoints"]
     offloaded = "cpu" in (dist.offload_optimizer, dist.offload_parameters)
     assert plan.memory is not None
     if offloaded:  # what the offload moves to each node's CPU memory
