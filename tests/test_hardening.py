@@ -247,6 +247,31 @@ def test_rank_log_hides_secret_values(tmp_path: Path, monkeypatch: pytest.Monkey
     assert presence_line([], {}) == "secrets in the environment: none (values never written)"
 
 
+@pytest.mark.parametrize("value", ["s3cr3t", "s3cr3tX"], ids=["6 characters", "7 characters"])
+def test_short_real_secrets_are_masked_everywhere_in_a_line(value: str) -> None:
+    """Six characters is the shortest value hidden (a short API key or password); shorter ones
+    ("1", "true", "12345") would garble the logs and are left alone."""
+    environ = {"MY_SECRET": value, "FLAG": "true1"}
+    values = secret_values(["MY_SECRET", "FLAG"], environ)
+    assert values == [value]
+    assert mask(f"pw={value}, again {value}.", values) == f"pw={HIDDEN}, again {HIDDEN}."
+    assert mask("flag true1", values) == "flag true1"
+
+
+def test_a_secret_containing_another_is_masked_whole() -> None:
+    """Each value nests the next shorter one: masking a shorter one first would leave the rest
+    of the longer ones in the log (``hf_***XYZ``). Whatever order the environment gives them
+    in, the longest goes first."""
+    names = ["A_SECRET", "B_SECRET", "C_SECRET", "HF_TOKEN"]
+    nested = ["abcdef", "abcdef12", "hf_abcdef12XYZ", "user:hf_abcdef12XYZ@host"]
+    for order in (nested, nested[::-1], [nested[2], nested[0], nested[3], nested[1]]):
+        environ = dict(zip(names, order, strict=True))
+        values = secret_values(names[:3], environ)
+        assert values == nested[::-1]
+        line = " ".join(f"[{value}]" for value in order)
+        assert mask(line, values) == " ".join(f"[{HIDDEN}]" for _ in order)
+
+
 def tree_modes(root: Path) -> dict[str, int]:
     paths = [p for p in [root, *root.rglob("*")] if not p.is_symlink()]
     return {str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in paths}

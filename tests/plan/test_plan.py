@@ -20,6 +20,7 @@ import yaml
 from conftest import Golden
 
 from launcher.architectures import TINY_CONFIGS
+from launcher.plan.batch import BatchNumbers
 from launcher.plan.build import Plan, build_plan
 from launcher.recipe.loader import load_recipe
 from launcher.recipe.schema import Recipe
@@ -486,8 +487,14 @@ def check_deepspeed_plugin(
         unset_hf_deepspeed_config()
 
 
+def recipe_world(plan: Plan) -> int:
+    """The world size the recipe asks for, computed here: what the cross-checks below compare
+    the plan's files with (feeding them the plan's own number would hide a wrong product)."""
+    return plan.recipe.distributed.nodes * plan.recipe.distributed.processes_per_node
+
+
 class DataParallel:
-    """Stand-in for DeepSpeed's ``mpu``: the data-parallel world size the plan promises."""
+    """Stand-in for DeepSpeed's ``mpu``: the data-parallel world size the recipe asks for."""
 
     def __init__(self, world_size: int):
         self.world_size = world_size
@@ -504,7 +511,7 @@ def test_deepspeed_parses_the_config(case: str, monkeypatch: pytest.MonkeyPatch)
     # DeepSpeedConfig asks deepspeed.comm for the rank before it asks the mpu for the world size;
     # without a process group that raises and it silently falls back to a world of 1.
     monkeypatch.setattr(ds_config.dist, "get_rank", lambda *args, **kwargs: 0)
-    world = plan.batch.world_size
+    world = recipe_world(plan)  # from the recipe, not from the plan's own arithmetic
     parsed = ds_config.DeepSpeedConfig(copy.deepcopy(plan.deepspeed), mpu=DataParallel(world))
     assert parsed.world_size == world
     assert parsed.train_batch_size == plan.batch.global_batch
@@ -577,7 +584,7 @@ def check_hf_deepspeed_config(plan: Plan, args: Any) -> None:
 
     try:
         hf_config = HfTrainerDeepSpeedConfig(copy.deepcopy(plan.deepspeed))
-        on_world = OnWorld(args, plan.batch.world_size)
+        on_world = OnWorld(args, recipe_world(plan))
         hf_config.trainer_config_process(on_world)
         # Raises listing every DeepSpeed value that differs from the TrainingArguments.
         hf_config.trainer_config_finalize(on_world, model=None, num_training_steps=args.max_steps)
@@ -621,6 +628,91 @@ def test_trainer_accepts_shipped_recipe_arguments(
     expected = {"sft": "SFTConfig"}.get(plan.recipe.task, "TrainingArguments")
     assert type(args).__name__ == expected
     assert args.eval_strategy.value == plan.recipe.training.eval_strategy
+
+
+# --- several nodes AND several ranks per node ---------------------------------------------------
+#
+# One node, or as many nodes as ranks per node, hides a world size computed as a maximum or a sum
+# (1 x n = max(1, n); 2 x 2 = 2 + 2): 2 nodes x 3 ranks tell a product from both.
+
+NODES, PER_NODE = 2, 3
+WORLD = 6  # 2 x 3, by hand
+GLOBAL_BATCH = 48  # 2 (micro) x 4 (accumulation) x 6, the golden recipe's batch settings
+
+
+@pytest.mark.parametrize(
+    "nodes,per_node,micro,accumulation,world,global_batch",
+    [
+        (2, 3, 2, 4, 6, 48),
+        (3, 2, 5, 1, 6, 30),
+        (4, 8, 1, 16, 32, 512),
+        (1, 7, 3, 2, 7, 42),
+        (5, 1, 2, 3, 5, 30),
+    ],
+)
+def test_batch_numbers_multiply_nodes_and_ranks(
+    nodes: int, per_node: int, micro: int, accumulation: int, world: int, global_batch: int
+) -> None:
+    batch = BatchNumbers(
+        nodes=nodes,
+        processes_per_node=per_node,
+        micro_batch=micro,
+        accumulation=accumulation,
+        max_length=100,
+    )
+    assert batch.world_size == world
+    assert batch.global_batch == global_batch
+    assert batch.tokens_per_step == global_batch * 100
+    assert batch.arithmetic() == (
+        f"{micro} (micro) x {accumulation} (accumulation) x {world} "
+        f"(world: {nodes} node(s) x {per_node}) = {global_batch}"
+    )
+
+
+MULTI_NODE = {
+    "ddp": [f"distributed.nodes={NODES}", f"distributed.processes_per_node={PER_NODE}"],
+    "zero1": deepspeed(1, PER_NODE, f"distributed.nodes={NODES}", "training.precision=fp16"),
+    "zero3": deepspeed(3, PER_NODE, f"distributed.nodes={NODES}"),
+}
+
+
+@pytest.mark.parametrize("overrides", MULTI_NODE.values(), ids=MULTI_NODE.keys())
+def test_two_nodes_of_three_ranks_everywhere(
+    overrides: list[str], tmp_path: Path, configured_state: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deepspeed.runtime.config as ds_config
+
+    plan = build_plan(load_recipe(GOLDEN_RECIPE, overrides), tmp_path / "run", python="python")
+    contract = json.loads(plan.files()[plan.layout.contract_file])
+    assert {key: contract[key] for key in ("world_size", "nodes", "processes_per_node")} == {
+        "world_size": WORLD,
+        "nodes": NODES,
+        "processes_per_node": PER_NODE,
+    }
+    assert (contract["per_device_batch_size"], contract["gradient_accumulation_steps"]) == (2, 4)
+    assert contract["global_batch_size"] == GLOBAL_BATCH
+    assert (plan.accelerate["num_processes"], plan.accelerate["num_machines"]) == (WORLD, NODES)
+    args = plan.trainer_args
+    assert (args["per_device_train_batch_size"], args["gradient_accumulation_steps"]) == (2, 4)
+    lines = [line.split("  ", 1) for line in plan.summary().splitlines() if line[0] != " "]
+    rows = {name.strip(): value.strip() for name, value in lines}
+    assert rows["world size"] == f"{WORLD} = {NODES} node(s) x {PER_NODE} process(es)"
+    assert rows["tokens/step"] == f"{GLOBAL_BATCH * 128:,} ({GLOBAL_BATCH} x 128 max length)"
+    write_plan(plan)
+    # The Trainer's own arguments and, for DeepSpeed, the HF integration's cross-check of
+    # train_batch_size against world x micro x accumulation, with the recipe's world of 2 x 3.
+    assert recipe_world(plan) == WORLD
+    rank_training_arguments(plan)
+    if plan.deepspeed is None:
+        return
+    assert plan.deepspeed["train_batch_size"] == GLOBAL_BATCH
+    written = json.loads(plan.layout.deepspeed_file.read_text())
+    assert (written["train_batch_size"], written["train_micro_batch_size_per_gpu"]) == (48, 2)
+    # DeepSpeed's own parser checks train_batch_size = micro x accumulation x its world size.
+    monkeypatch.setattr(ds_config.dist, "get_rank", lambda *args, **kwargs: 0)
+    parsed = ds_config.DeepSpeedConfig(written, mpu=DataParallel(WORLD))
+    assert (parsed.world_size, parsed.train_batch_size) == (WORLD, GLOBAL_BATCH)
+    assert parsed.gradient_accumulation_steps == 4
 
 
 # --- smoke ---------------------------------------------------------------------------------------

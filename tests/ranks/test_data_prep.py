@@ -204,6 +204,55 @@ def test_cache_root_is_per_user_and_can_be_moved(monkeypatch: pytest.MonkeyPatch
     assert cache_root(data) == Path("/shared/launcher/data")
 
 
+def test_cache_off_and_cache_dir_choose_the_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LAUNCHER_CACHE", str(tmp_path / "from-the-environment"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    train = Path("x.jsonl")
+    assert cache_root(recipe_for(train).data) == tmp_path / "from-the-environment" / "data"
+    assert cache_root(recipe_for(train, cache=False).data) is None
+    assert cache_root(recipe_for(train, cache=False, cache_dir="/shared/prepared").data) is None
+    assert cache_root(recipe_for(train, cache_dir="/shared/prepared").data) == Path(
+        "/shared/prepared"
+    ), "the recipe's folder wins over LAUNCHER_CACHE, as given (no /data appended)"
+    assert cache_root(recipe_for(train, cache_dir="~/prepared").data) == (
+        tmp_path / "home" / "prepared"
+    )
+
+
+def test_preparation_honours_cache_off_and_cache_dir(
+    tokenizer_dir: Path, corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a rank does (no ``root`` given): ``data.cache: false`` prepares every time and
+    writes nothing; ``data.cache_dir`` keeps the copy there and nowhere else."""
+    from launcher.ranks.tokenizer_stage import load_saved_tokenizer
+
+    default = tmp_path / "default-cache"
+    monkeypatch.setenv("LAUNCHER_CACHE", str(default))
+    tokenizer = load_saved_tokenizer(tokenizer_dir)
+    said: list[str] = []
+
+    def run(recipe: Recipe) -> Prepared:
+        return prepare(recipe, tokenizer, tokenizer_dir, log=said.append)
+
+    off = recipe_for(corpus, cache=False)
+    first, second = run(off), run(off)
+    assert (first.hit, second.hit) == (False, False)
+    assert (first.path, second.path) == (None, None)
+    assert rows(second) == rows(first)
+    assert not default.exists()
+    assert sum("not cached (data.cache off)" in line for line in said) == 2, said
+
+    chosen = tmp_path / "chosen cache"
+    moved = recipe_for(corpus, cache_dir=str(chosen))
+    first, second = run(moved), run(moved)
+    assert (first.hit, second.hit) == (False, True)
+    assert second.path == chosen / first.key
+    assert [p.name for p in chosen.iterdir()] == [first.key]
+    assert not default.exists()
+
+
 # --- hits, misses and partial copies ---------------------------------------------------------
 
 

@@ -641,6 +641,64 @@ CROSS_FIELD_CASES = {
             "`use_node_local_storage: true`"
         ],
     ),
+    "best model with saving off": (
+        [
+            "training.load_best_model_at_end=true",
+            "checkpointing.strategy='no'",
+        ],
+        [
+            "command line: training.load_best_model_at_end: needs evaluation and saving on the "
+            "same cadence (eval_strategy 'no', checkpointing.strategy 'no')"
+        ],
+    ),
+    "best model saving less often than it evaluates": (
+        [
+            "training.eval_strategy=steps",
+            "training.eval_steps=200",
+            "data.eval_split=test",
+            "training.load_best_model_at_end=true",
+            "checkpointing.every_steps=100",
+        ],
+        [
+            "command line: checkpointing.every_steps: 100 must be a multiple of "
+            "training.eval_steps (200) to keep the best model"
+        ],
+    ),
+    "eval split not in data.files": (
+        ["data.dataset=null", "data.files.train=t.jsonl", "data.eval_split=validation[:10%]"],
+        [
+            "command line: data.eval_split: 'validation[:10%]': no such split in data.files "
+            "(has: train)"
+        ],
+    ),
+    "model config without an architecture": (
+        ["model.architecture=null", "model.pretrained=org/model", "model.config.hidden_size=64"],
+        [
+            "command line: model.config: config fields need `model.architecture` to know what "
+            "they shape"
+        ],
+    ),
+    "trained tokenizer and a pretrained one": (
+        ["tokenizer.train.algorithm=byte_level_bpe"],
+        [
+            "r.yaml: tokenizer.pretrained: set together with `train.algorithm: byte_level_bpe`; "
+            "use `algorithm: retrain` to retrain it, or drop one of the two"
+        ],
+    ),
+    "retrain with add_prefix_space": (
+        ["tokenizer.train.algorithm=retrain", "tokenizer.train.add_prefix_space=true"],
+        [
+            "command line: tokenizer.train.add_prefix_space: 'retrain' keeps the pretrained "
+            "tokenizer's pipeline; this setting would be ignored, so drop it"
+        ],
+    ),
+    "retrain with lowercase": (
+        ["tokenizer.train.algorithm=retrain", "tokenizer.train.lowercase=true"],
+        [
+            "command line: tokenizer.train.lowercase: 'retrain' keeps the pretrained "
+            "tokenizer's pipeline; this setting would be ignored, so drop it"
+        ],
+    ),
     "retrain without a tokenizer": (
         ["tokenizer.pretrained=null", "tokenizer.train.algorithm=retrain"],
         [
@@ -656,6 +714,43 @@ CROSS_FIELD_CASES = {
 )
 def test_cross_field_check(folder: Path, overrides: list[str], expected: list[str]) -> None:
     assert problems(write(folder / "r.yaml", VALID), overrides) == expected
+
+
+# Combinations next to the refused ones above that must load: a check that fires on them is as
+# wrong as one that stays silent.
+ACCEPTED_CASES = {
+    "best model saving at every second evaluation": [
+        "training.eval_strategy=steps",
+        "training.eval_steps=100",
+        "data.eval_split=test",
+        "training.load_best_model_at_end=true",
+        "checkpointing.every_steps=200",
+    ],
+    "best model on steps of the same size": [
+        "training.eval_strategy=steps",
+        "training.eval_steps=150",
+        "data.eval_split=test",
+        "training.load_best_model_at_end=true",
+        "checkpointing.every_steps=150",
+    ],
+    "eval split in data.files, sliced": [
+        "data.dataset=null",
+        "data.files.train=t.jsonl",
+        "data.files.validation=v.jsonl",
+        "data.eval_split=validation[:10%]",
+    ],
+    "model config with an architecture over a pretrained model": [
+        "model.pretrained=org/model",
+        "model.config.hidden_size=64",
+    ],
+    "retraining a pretrained tokenizer": ["tokenizer.train.algorithm=retrain"],
+}
+
+
+@pytest.mark.parametrize("overrides", ACCEPTED_CASES.values(), ids=ACCEPTED_CASES.keys())
+def test_cross_field_check_accepts(folder: Path, overrides: list[str]) -> None:
+    recipe = load_recipe(write(folder / "r.yaml", VALID), overrides)
+    assert recipe.name == "tiny"
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adafactor"])
