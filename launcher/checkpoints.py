@@ -41,10 +41,18 @@ def write_manifest(folder: Path, step: int, world_size: int) -> None:
 
 
 def read_manifest(folder: Path) -> dict | None:
+    """The manifest of ``folder``, or None when it is missing or not one (cut short, or changed
+    by something else: a checkpoint whose manifest cannot be trusted is incomplete)."""
     try:
-        return json.loads((folder / COMPLETE_MARKER).read_text())
+        manifest = json.loads((folder / COMPLETE_MARKER).read_text())
     except (OSError, ValueError):
         return None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(
+        isinstance(name, str) and isinstance(size, int) for name, size in files.items()
+    ):
+        return None
+    return manifest
 
 
 def problem_with(folder: Path) -> str | None:

@@ -216,8 +216,26 @@ def test_a_file_that_grew_since_its_manifest_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b'{"step": 20, "world_size": 2, "files": {"model.safe', b"", b"\xff\xfe\x00\x81", b"null"],
-    ids=["cut-short", "empty", "not-utf8", "null"],
+    [
+        b'{"step": 20, "world_size": 2, "files": {"model.safe',
+        b"",
+        b"\xff\xfe\x00\x81",
+        b"null",
+        b"[]",
+        b'{"files": null}',
+        b'{"files": ["model.safetensors"]}',
+        b'{"files": {"model.safetensors": "100"}}',
+    ],
+    ids=[
+        "cut-short",
+        "empty",
+        "not-utf8",
+        "null",
+        "a-list",
+        "no-files",
+        "files-a-list",
+        "text-size",
+    ],
 )
 def test_a_corrupt_manifest_means_incomplete_not_a_crash(tmp_path: Path, content: bytes) -> None:
     older = fake_checkpoint(tmp_path, 10)

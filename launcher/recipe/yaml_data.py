@@ -1,7 +1,7 @@
 """YAML as plain data: the safe loader, with the fixes and limits recipes need.
 
-- Floats the way users write them: PyYAML follows YAML 1.1, where ``1e-6`` (no dot) is a string;
-  YAML 1.2 (and every user) reads it as a number. A lone ``=`` is text, not YAML 1.1's "value" tag.
+- Floats and booleans the way users write them: PyYAML follows YAML 1.1, where ``1e-6`` (no dot)
+  is a string and ``no`` is False; YAML 1.2 (and every user) reads a number and the text `no`. A lone ``=`` is text, not YAML 1.1's "value" tag.
 - Only plain data: mappings, lists, text, numbers, booleans, null (and dates). Every other tag is
   refused before anything is constructed: ``!!python/...`` tags would import or run code, and
   ``!!binary``, ``!!set`` or custom ``!tags`` give values no recipe field takes.
@@ -140,6 +140,17 @@ def too_deep(mark: yaml.Mark) -> YamlProblem:
 
 RecipeYamlLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float", YAML12_FLOAT, list("-+0123456789.")
+)
+# YAML 1.2 booleans: only true and false. YAML 1.1 also reads yes/no/on/off/y/n as booleans, so
+# `checkpointing.strategy: no` (a documented value) arrived as False and was refused.
+for first in "yYnNoOtTfF":
+    RecipeYamlLoader.yaml_implicit_resolvers[first] = [
+        (tag, regexp)
+        for tag, regexp in RecipeYamlLoader.yaml_implicit_resolvers.get(first, [])
+        if tag != YAML_TAG + "bool"
+    ]
+RecipeYamlLoader.add_implicit_resolver(
+    YAML_TAG + "bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
 # YAML 1.1's `=` ("value" tag) has no constructor in the safe loader: keep it as text.
 RecipeYamlLoader.yaml_implicit_resolvers["="] = [

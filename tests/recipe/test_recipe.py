@@ -201,6 +201,17 @@ def test_exponent_floats_in_model_config_are_numbers(folder: Path) -> None:
     assert recipe.model.config == {"rms_norm_eps": 1e-6, "rope_theta": 1e6}
 
 
+def test_booleans_are_yaml_1_2_so_no_is_a_word(folder: Path) -> None:
+    """YAML 1.1 reads no/yes/on/off as booleans; `checkpointing.strategy: no`, a documented value,
+    then arrived as False and was refused. Only true and false are booleans."""
+    text = VALID + "checkpointing: {strategy: no}\ntraining: {eval_strategy: no}\n"
+    recipe = load_recipe(write(folder / "r.yaml", text), ["data.text_column=on"])
+    assert (recipe.checkpointing.strategy, recipe.training.eval_strategy) == ("no", "no")
+    assert recipe.data.text_column == "on"
+    flags = load_recipe(folder / "r.yaml", ["training.gradient_checkpointing=true"])
+    assert flags.training.gradient_checkpointing is True
+
+
 # --- inheritance ---------------------------------------------------------------------------------
 
 
@@ -644,7 +655,7 @@ CROSS_FIELD_CASES = {
     "best model with saving off": (
         [
             "training.load_best_model_at_end=true",
-            "checkpointing.strategy='no'",
+            "checkpointing.strategy=no",
         ],
         [
             "command line: training.load_best_model_at_end: needs evaluation and saving on the "
