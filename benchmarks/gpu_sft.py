@@ -287,7 +287,7 @@ def peak_flops(name: str | None, given: float | None) -> float | None:
 def flops_per_token(model: dict[str, int], vocab: int, seq: int) -> tuple[int, int, int]:
     """(N, N that multiplies, FLOPs per token) of the Mistral the launcher builds."""
     sys.path.insert(0, str(REPO))
-    from launcher.plan.memory import count_parameters
+    from launcher.plan.parameters import count_parameters
 
     total = count_parameters("mistral", {**model, "vocab_size": vocab}, "sft").total
     matmul = total - vocab * model["hidden_size"]  # the input embedding is a lookup
