@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import shutil
 import sys
 import time
 from typing import Any
@@ -27,7 +28,11 @@ from launcher.backends.run_dir import (
     prepare_run_dir,
     private_files,
 )
-from launcher.backends.submitit_adapter import standalone_script, submission_script
+from launcher.backends.submitit_adapter import (
+    script_executor,
+    standalone_script,
+    submission_script,
+)
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.files import write_text_atomic
 from launcher.plan.build import Plan
@@ -134,20 +139,31 @@ def node_python(profile: ClusterProfile) -> str:
     return profile.python or sys.executable
 
 
-def make_executor(plan: Plan, profile: ClusterProfile) -> Any:
+def make_executor(plan: Plan, profile: ClusterProfile, to_submit: bool = True) -> Any:
+    """submitit's executor for this job; ``to_submit=False`` for one that only writes the batch
+    script (it works where SLURM is not installed)."""
     import submitit
 
+    if to_submit and shutil.which("sbatch") is None:
+        raise LauncherError(
+            f"`launcher submit` needs SLURM's sbatch, and there is none on PATH here. Submit from "
+            f"a login node of cluster {profile.name!r}, or add --dry-run to see the batch script "
+            "without submitting."
+        )
     # submitit puts `python` into the script as it is given (it quotes only its own default).
-    executor = submitit.SlurmExecutor(
-        folder=plan.layout.slurm_dir, python=shlex.quote(node_python(profile)), max_num_timeout=100
-    )
+    options = {
+        "folder": plan.layout.slurm_dir,
+        "python": shlex.quote(node_python(profile)),
+        "max_num_timeout": 100,
+    }
+    executor = submitit.SlurmExecutor(**options) if to_submit else script_executor(**options)
     executor.update_parameters(**executor_parameters(plan, profile))
     return executor
 
 
 def batch_script(plan: Plan, profile: ClusterProfile) -> str:
     """The batch script ``launcher submit`` hands to sbatch (submitit writes it the same way)."""
-    return submission_script(make_executor(plan, profile))
+    return submission_script(make_executor(plan, profile, to_submit=False))
 
 
 def standalone_batch_script(plan: Plan, profile: ClusterProfile) -> str:

@@ -18,6 +18,20 @@ from typing import Any
 SUPPORTED_SUBMITIT = ">=1.5,<1.6"
 
 
+def script_executor(folder: Path, python: str, max_num_timeout: int) -> Any:
+    """A ``SlurmExecutor`` that writes batch scripts where SLURM is not installed: a laptop
+    planning for a cluster (``launcher plan --cluster``, ``launcher submit --dry-run``).
+    submitit's constructor refuses to run without ``srun`` on PATH; writing a script needs none."""
+    from submitit import SlurmExecutor
+
+    class ScriptOnlyExecutor(SlurmExecutor):
+        @classmethod
+        def affinity(cls) -> int:  # what the constructor checks for srun
+            return 2
+
+    return ScriptOnlyExecutor(folder=folder, python=python, max_num_timeout=max_num_timeout)
+
+
 def submission_script(executor: Any) -> str:
     """The batch script ``executor.submit`` would write for one job (``%j``: its job id)."""
     return executor._make_submission_file_text(executor._submitit_command_str, "%j")

@@ -43,11 +43,10 @@ def test_the_private_functions_it_calls_still_have_their_shape() -> None:
         "uid",
     ]
     assert isinstance(inspect.getattr_static(executor_class, "_submitit_command_str"), property)
+    assert "self.affinity()" in inspect.getsource(executor_class.__init__)  # the srun check
 
 
 def test_scripts_come_out_with_the_job_lines_and_the_command(tmp_path: Path) -> None:
-    import submitit
-
     parameters = {"job_name": "adapter", "nodes": 2, "ntasks_per_node": 1, "time": 5}
     script = submitit_adapter.standalone_script("python -m x 'a b'", tmp_path, parameters)
     assert script.startswith("#!/bin/bash")
@@ -55,7 +54,7 @@ def test_scripts_come_out_with_the_job_lines_and_the_command(tmp_path: Path) -> 
         assert line in script
     assert "srun" in script and "python -m x 'a b'" in script
 
-    executor = submitit.SlurmExecutor(folder=tmp_path)
+    executor = submitit_adapter.script_executor(tmp_path, "python", max_num_timeout=3)
     executor.update_parameters(**parameters)
     submitted = submitit_adapter.submission_script(executor)
     assert "#SBATCH --nodes=2" in submitted and "submitit.core._submit" in submitted
