@@ -1,8 +1,10 @@
 """``launcher export``: a checkpoint of a real run becomes one Hugging Face model folder.
 
-Runs are trained once per module through the real CLI (4 steps, checkpoints at 2 and 4) and
-shared by the tests. The truth an export must equal: the DDP checkpoint's ``model.safetensors``;
-for DeepSpeed, the fp32 master weights DeepSpeed itself rebuilds from the ZeRO shards.
+DDP, ZeRO-2 and ZeRO-3 runs are the session's shared reference runs (shared_runs.py: 60 steps, a
+checkpoint every 2, the newest 3 kept: 56, 58 and 60); the bf16 and classification runs are
+trained once per module here (4 steps, checkpoints at 2 and 4). The truth an export must equal:
+the DDP checkpoint's ``model.safetensors``; for DeepSpeed, the fp32 master weights DeepSpeed itself
+rebuilds from the ZeRO shards.
 """
 
 from __future__ import annotations
@@ -13,39 +15,53 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from conftest import launcher, load_weights
+from run_scenarios import STEPS
 
 from launcher.commands.export import export
 from launcher.errors import LauncherError
 from launcher.export import compare_export, export_checkpoint, load_saved_model
 from launcher.units import format_bytes
 
-pytestmark = pytest.mark.integration
+if TYPE_CHECKING:
+    from shared_runs import SharedRuns
 
-STEPS = ["smoke.max_steps=4", "smoke.checkpoint_every=2"]
-DEEPSPEED = ["distributed.strategy=deepspeed"]
+pytestmark = pytest.mark.integration
+pytest_plugins = ["shared_runs"]
+
+FOUR_STEPS = ["smoke.max_steps=4", "smoke.checkpoint_every=2"]
+SHARED = {"ddp": "ddp-1-rank", "zero2": "zero2-1-rank", "zero3": "zero3-1-rank"}
 RUNS = {
-    "ddp": ("sft-mistral", STEPS),
-    "zero2": ("sft-mistral", [*STEPS, *DEEPSPEED, "distributed.zero_stage=2"]),
-    "zero3": ("sft-mistral", [*STEPS, *DEEPSPEED, "distributed.zero_stage=3"]),
     "zero3-bf16": (
         "sft-mistral",
-        [*STEPS, *DEEPSPEED, "distributed.zero_stage=3", "training.precision=bf16"],
+        [
+            *FOUR_STEPS,
+            "distributed.strategy=deepspeed",
+            "distributed.zero_stage=3",
+            "training.precision=bf16",
+        ],
     ),
-    "classification": ("classification-imdb", STEPS),
+    "classification": ("classification-imdb", FOUR_STEPS),
 }
+LAST, BEFORE, FIRST_KEPT = STEPS, STEPS - 2, STEPS - 4  # the checkpoints a shared run keeps
 SENTENCE = "The quick brown fox jumps over the lazy dog, twice."
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``trained(name)``: the run directory of ``RUNS[name]``, trained on first use."""
+def trained(
+    tmp_path_factory: pytest.TempPathFactory, shared_runs: SharedRuns
+) -> Callable[[str], Path]:
+    """``trained(name)``: the run directory of a shared run (``SHARED``), or of ``RUNS[name]``
+    trained on first use. Read them, never change them."""
     root = tmp_path_factory.mktemp("export runs")
     done: dict[str, Path] = {}
 
     def get(name: str) -> Path:
+        if name in SHARED:
+            return shared_runs.reference(SHARED[name])
         if name not in done:
             recipe, overrides = RUNS[name]
             run_dir = root / name
@@ -98,8 +114,8 @@ def test_newest_checkpoint_exports_the_trained_weights(
     exported = export_checkpoint(run_dir, tmp_path / "exported")
 
     summary = last_line(capsys)
-    assert summary.startswith(f"exported step 4 of {run_dir} (")
-    assert ("DDP" if name == "ddp" else "fp32 master weights from global_step4") in summary
+    assert summary.startswith(f"exported step {LAST} of {run_dir} (")
+    assert ("DDP" if name == "ddp" else f"fp32 master weights from global_step{LAST}") in summary
     assert sorted(p.name for p in exported.iterdir()) == [
         "config.json",
         "generation_config.json",
@@ -117,9 +133,9 @@ def test_newest_checkpoint_exports_the_trained_weights(
     ), summary
     weights = model.state_dict()
     if name == "ddp":
-        assert max_abs_diff(weights, load_weights(checkpoint(run_dir, 4))) == 0.0
+        assert max_abs_diff(weights, load_weights(checkpoint(run_dir, LAST))) == 0.0
     else:
-        assert max_abs_diff(weights, fp32_masters(checkpoint(run_dir, 4))) == 0.0
+        assert max_abs_diff(weights, fp32_masters(checkpoint(run_dir, LAST))) == 0.0
     # An fp32 CPU run ends at its last checkpoint: the final model holds the same weights.
     assert max_abs_diff(weights, load_weights(run_dir / "model")) == 0.0
     assert_same_tokenizer(exported, run_dir)
@@ -131,12 +147,12 @@ def test_checkpoint_option_exports_that_step(
     from safetensors.torch import load_file
 
     run_dir = trained("zero3")
-    exported = export_checkpoint(run_dir, tmp_path / "step-2", step=2)
+    exported = export_checkpoint(run_dir, tmp_path / "older", step=BEFORE)
 
-    assert last_line(capsys).startswith(f"exported step 2 of {run_dir} (")
+    assert last_line(capsys).startswith(f"exported step {BEFORE} of {run_dir} (")
     weights = load_file(str(exported / "model.safetensors"))
-    assert max_abs_diff(weights, fp32_masters(checkpoint(run_dir, 2))) == 0.0
-    assert max_abs_diff(weights, fp32_masters(checkpoint(run_dir, 4))) > 0.0
+    assert max_abs_diff(weights, fp32_masters(checkpoint(run_dir, BEFORE))) == 0.0
+    assert max_abs_diff(weights, fp32_masters(checkpoint(run_dir, LAST))) > 0.0
 
 
 def test_zero3_bf16_exports_fp32_masters_not_the_16bit_file(
@@ -181,26 +197,31 @@ def test_refusals_name_the_folder_and_the_way_out(
 
     with pytest.raises(LauncherError, match=r"is not a launcher run directory .*--run-dir"):
         export_checkpoint(tmp_path, output)
-    with pytest.raises(LauncherError, match=r"no .*checkpoint-7; .* steps: 2, 4\. Pick one"):
-        export_checkpoint(copy, output, step=7)
-
-    (checkpoint(copy, 4) / "launcher-complete.json").unlink()
     with pytest.raises(
         LauncherError,
-        match=r"checkpoint-4 is incomplete \(no completion manifest.*steps: 2; pick one",
+        match=rf"no .*checkpoint-7; .* steps: {FIRST_KEPT}, {BEFORE}, {LAST}\. Pick one",
     ):
-        export_checkpoint(copy, output, step=4)
-    export_checkpoint(copy, output)  # the newest complete one is now step 2
-    assert last_line(capsys).startswith(f"exported step 2 of {copy} (")
+        export_checkpoint(copy, output, step=7)
+
+    (checkpoint(copy, LAST) / "launcher-complete.json").unlink()
+    with pytest.raises(
+        LauncherError,
+        match=rf"checkpoint-{LAST} is incomplete \(no completion manifest.*steps: {FIRST_KEPT}, "
+        rf"{BEFORE}; pick one",
+    ):
+        export_checkpoint(copy, output, step=LAST)
+    export_checkpoint(copy, output)  # the newest complete one is now the one before
+    assert last_line(capsys).startswith(f"exported step {BEFORE} of {copy} (")
 
     with pytest.raises(LauncherError, match=r"exported already exists and is not empty"):
         export_checkpoint(copy, output)
 
-    (checkpoint(copy, 2) / "launcher-complete.json").unlink()
+    (checkpoint(copy, BEFORE) / "launcher-complete.json").unlink()
+    (checkpoint(copy, FIRST_KEPT) / "launcher-complete.json").unlink()
     with pytest.raises(
         LauncherError,
-        match=r"no complete checkpoint in .*checkpoint-2: no completion manifest .*; "
-        r"checkpoint-4: no completion manifest",
+        match=rf"no complete checkpoint in .*checkpoint-{FIRST_KEPT}: no completion manifest .*; "
+        rf"checkpoint-{BEFORE}: no completion manifest .*; checkpoint-{LAST}: no completion manifest",
     ):
         export_checkpoint(copy, tmp_path / "other")
     assert not (tmp_path / "other").exists()
@@ -224,7 +245,7 @@ def test_a_terminal_gets_a_progress_bar_a_log_does_not(
 def test_a_differing_tensor_fails_the_check(trained: Callable[[str], Path], tmp_path: Path) -> None:
     run_dir = trained("ddp")
     exported = export_checkpoint(run_dir, tmp_path / "exported")
-    loaded = load_saved_model(checkpoint(run_dir, 4), "sft", trust_remote_code=False)
+    loaded = load_saved_model(checkpoint(run_dir, LAST), "sft", trust_remote_code=False)
     loaded.truth["model.norm.weight"] = loaded.truth["model.norm.weight"] + 1e-3
 
     with pytest.raises(LauncherError, match=r"model\.norm\.weight: max abs diff 0\.001"):

@@ -7,20 +7,27 @@ checkpoints, metrics, and a final model that loads with ``from_pretrained``.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
 from conftest import launcher, load_weights, metrics, start_launcher
+from run_scenarios import STEPS, rank_log_since, scenario_args
+from run_scenarios import data_preparation as data_preparation_in
+
+if TYPE_CHECKING:
+    from shared_runs import SharedRuns
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ["shared_runs"]
 
 AUTO_CLASSES = {
     "sft-mistral": "AutoModelForCausalLM",
@@ -154,40 +161,16 @@ def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, workdir: Path) -> N
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
-def test_interrupted_run_continues_to_the_same_weights(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_graceful_stop_saves_and_continues_to_the_same_weights(
+    workdir: Path, shared_runs: SharedRuns
 ) -> None:
-    """Killed after its first checkpoint, `launcher run` on the same directory resumes from it.
+    """SIGTERM to the launcher (like Ctrl-C) saves a checkpoint at the step it was at; the same
+    command continues from it to the weights of the run never stopped (the shared reference).
 
-    The runs after the first one load the data the first one prepared (the data cache): the same
-    weights at the end show that cached rows train exactly like freshly prepared ones."""
-    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
-    args = ["sft-mistral", "--smoke", "smoke.max_steps=30", "smoke.checkpoint_every=5"]
-    whole = workdir / "whole"
-    launcher("run", *args, "--run-dir", str(whole), cwd=workdir)
-    prepared, key = data_preparation(whole)
-    assert prepared == "prepared" and (workdir / "cache" / "data" / key).is_dir()
-
-    broken = workdir / "broken"
-    first_checkpoint = broken / "checkpoints" / "checkpoint-5" / "launcher-complete.json"
-    process = start_launcher("run", *args, "--run-dir", str(broken), cwd=workdir)
-    deadline = time.monotonic() + 600
-    while not first_checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    assert first_checkpoint.exists(), "the run never completed its first checkpoint"
-    assert not (broken / "result.json").exists(), "the run finished before it could be killed"
-
-    out = launcher("run", *args, "--run-dir", str(broken), cwd=workdir)
-    assert "continuing run" in out.stdout
-    assert "resuming from" in rank_lines(broken, 0)
-    resumed = json.loads((broken / "result.json").read_text())
-    assert resumed["global_step"] == 30 and resumed["resumed_from"].endswith("checkpoint-5")
-    assert data_preparation(broken) == ("cache hit", key)
-    assert_same_weights(whole / "model", broken / "model")
-
-    # A graceful stop (SIGTERM to the launcher, like Ctrl-C) saves at the step it was at.
+    A run killed (SIGKILL) and resumed is test_fault_injection.py, ten times per scenario, with
+    its checks that the last run continued from the newest complete checkpoint and loaded the
+    data the first run prepared (the data cache)."""
+    args = scenario_args("ddp-1-rank")
     stopped = workdir / "stopped"
     process = start_launcher("run", *args, "--run-dir", str(stopped), cwd=workdir, capture=True)
     deadline = time.monotonic() + 600
@@ -201,22 +184,22 @@ def test_interrupted_run_continues_to_the_same_weights(
     match = re.search(r"stopped on SIGTERM with a complete checkpoint at step (\d+)", output)
     assert match, output[-3000:]
     step = int(match.group(1))
-    assert (stopped / "checkpoints" / f"checkpoint-{step}" / "launcher-complete.json").exists()
-    launcher("run", *args, "--run-dir", str(stopped), cwd=workdir)
-    assert f"checkpoint-{step}" in rank_lines(stopped, 0)
-    assert_same_weights(whole / "model", stopped / "model")
+    saved = stopped / "checkpoints" / f"checkpoint-{step}"
+    assert (saved / "launcher-complete.json").exists()
+    assert not (stopped / "result.json").exists()
+
+    offset = (stopped / "logs" / "rank-0.log").stat().st_size
+    out = launcher("run", *args, "--run-dir", str(stopped), cwd=workdir)
+    assert "continuing run" in out.stdout
+    assert f"resuming from {saved}" in rank_log_since(stopped, 0, offset)
+    resumed = json.loads((stopped / "result.json").read_text())
+    assert resumed["global_step"] == STEPS and resumed["resumed_from"] == str(saved)
+    assert_same_weights(shared_runs.reference("ddp-1-rank") / "model", stopped / "model")
 
 
 def data_preparation(run_dir: Path) -> tuple[str, str]:
-    """How rank 0 last had its data (``prepared`` or ``cache hit``) and the cache key, from the
-    one-line summary that also names rows and tokens."""
-    found = re.findall(
-        r"data: (prepared|cache hit) ((?:sft|mlm|classification)-[0-9a-f]{16}) .*: "
-        r"train [\d,]+ rows, [\d,]+ tokens, padding [\d.]+% at \d+",
-        rank_lines(run_dir, 0),
-    )
-    assert found, rank_lines(run_dir, 0)[-3000:]
-    return found[-1]
+    """How rank 0 last had its data (``prepared`` or ``cache hit``) and the cache key."""
+    return data_preparation_in(rank_lines(run_dir, 0))
 
 
 def assert_same_weights(expected_dir: Path, got_dir: Path) -> None:
@@ -339,81 +322,86 @@ def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
     assert not any(workdir.glob("runs")), "the tokenizer command left a run directory behind"
 
 
-def test_a_checkpoint_cut_short_is_skipped_and_kept(workdir: Path) -> None:
-    """As if killed while writing checkpoint-6: its optimizer file is short of the manifest."""
-    whole, cut = workdir / "whole", workdir / "cut"
-    for run_dir in (whole, cut):
-        launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), cwd=workdir)
-    last = cut / "checkpoints" / "checkpoint-6"
-    optimizer = last / "optimizer.pt"
+def test_a_checkpoint_cut_short_is_skipped_and_kept(
+    killed_run: Callable[[str], Path], shared_runs: SharedRuns
+) -> None:
+    """As if killed while writing its last checkpoint: its optimizer file is short of the
+    manifest. On the fault-injection run of ddp-1-rank, finished and equal to the reference."""
+    run_dir, args = killed_run("ddp-1-rank"), scenario_args("ddp-1-rank")
+    whole = shared_runs.reference("ddp-1-rank")
+    checkpoints = run_dir / "checkpoints"
+    set_aside = set(checkpoints.glob(f"incomplete-checkpoint-{STEPS}-*"))
+    optimizer = checkpoints / f"checkpoint-{STEPS}" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
-    (cut / "result.json").unlink()
+    (run_dir / "result.json").unlink()
 
-    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(cut), cwd=workdir)
-    log = rank_lines(cut, 0)
+    offset = (run_dir / "logs" / "rank-0.log").stat().st_size
+    launcher("run", *args, "--run-dir", str(run_dir), cwd=run_dir.parent)
+    log = rank_log_since(run_dir, 0, offset)
     assert re.search(
-        r"skipping incomplete checkpoint-6 \(optimizer\.pt has \d+ bytes, the "
-        r"manifest says \d+\); kept as .*incomplete-checkpoint-6-",
+        rf"skipping incomplete checkpoint-{STEPS} \(optimizer\.pt has \d+ bytes, the "
+        rf"manifest says \d+\); kept as .*incomplete-checkpoint-{STEPS}-",
         log,
     ), log[-3000:]
-    assert "resuming from" in log and log.count("checkpoint-3") >= 1
-    (kept,) = (cut / "checkpoints").glob("incomplete-checkpoint-6-*")
+    assert f"resuming from {checkpoints / f'checkpoint-{STEPS - 2}'}" in log, log[-3000:]
+    (kept,) = set(checkpoints.glob(f"incomplete-checkpoint-{STEPS}-*")) - set_aside
     assert (kept / "optimizer.pt").exists()  # the cut file is kept, not deleted
-    assert_same_weights(whole / "model", cut / "model")
+    assert_same_weights(whole / "model", run_dir / "model")
     # Killed after the final checkpoint but before the end: finish from it, no step beyond.
-    shutil.rmtree(whole / "model")
-    (whole / "result.json").unlink()
-    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(whole), cwd=workdir)
-    assert "training had finished at checkpoint-6" in rank_lines(whole, 0)
-    assert not (whole / "checkpoints" / "checkpoint-7").exists()
-    assert json.loads((whole / "result.json").read_text())["global_step"] == 6
-    assert_same_weights(cut / "model", whole / "model")
+    shutil.rmtree(run_dir / "model")
+    (run_dir / "result.json").unlink()
+    offset = (run_dir / "logs" / "rank-0.log").stat().st_size
+    launcher("run", *args, "--run-dir", str(run_dir), cwd=run_dir.parent)
+    assert f"training had finished at checkpoint-{STEPS}" in rank_log_since(run_dir, 0, offset)
+    assert max(int(p.name.split("-")[1]) for p in checkpoints.glob("checkpoint-*")) == STEPS
+    assert json.loads((run_dir / "result.json").read_text())["global_step"] == STEPS
+    assert_same_weights(whole / "model", run_dir / "model")
 
 
 def forget_last_checkpoint(run_dir: Path) -> None:
-    """As if the run had been stopped after checkpoint-3."""
-    shutil.rmtree(run_dir / "checkpoints" / "checkpoint-6")
+    """As if the run had been stopped after the checkpoint before its last."""
+    shutil.rmtree(run_dir / "checkpoints" / f"checkpoint-{STEPS}")
     shutil.rmtree(run_dir / "model")
     (run_dir / "result.json").unlink()
 
 
-def test_ddp_run_continues_on_another_world_size(workdir: Path) -> None:
-    run_dir = workdir / "run"
-    launcher(
-        "run",
-        "sft-mistral",
-        "--smoke",
-        "--run-dir",
-        str(run_dir),
-        "distributed.processes_per_node=2",
-        cwd=workdir,
+def test_ddp_run_continues_on_another_world_size(killed_run: Callable[[str], Path]) -> None:
+    """The fault-injection run of ddp-2-ranks, continued on one rank."""
+    run_dir = killed_run("ddp-2-ranks")
+    assert "distributed.processes_per_node=2" in scenario_args("ddp-2-ranks")
+    forget_last_checkpoint(run_dir)
+    offset = (run_dir / "logs" / "rank-0.log").stat().st_size
+    out = launcher(
+        "run", *scenario_args("ddp-1-rank"), "--run-dir", str(run_dir), cwd=run_dir.parent
     )
-    forget_last_checkpoint(run_dir)
-    out = launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), cwd=workdir)
     assert "continuing" in out.stdout and "on another world size" in out.stdout
-    assert "checkpoint-3" in rank_lines(run_dir, 0)
-    assert json.loads((run_dir / "result.json").read_text())["global_step"] == 6
+    resumed = run_dir / "checkpoints" / f"checkpoint-{STEPS - 2}"
+    log = rank_log_since(run_dir, 0, offset)
+    assert f"resuming from {resumed}" in log and "world 1, global batch" in log, log[-3000:]
+    assert json.loads((run_dir / "result.json").read_text())["global_step"] == STEPS
 
 
-def test_zero_shards_refuse_another_world_size_before_training(workdir: Path) -> None:
-    run_dir = workdir / "run"
-    zero = ["distributed.strategy=deepspeed", "distributed.zero_stage=2"]
-    launcher("run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), *zero, cwd=workdir)
+def test_zero_shards_refuse_another_world_size_before_training(
+    killed_run: Callable[[str], Path],
+) -> None:
+    """The fault-injection run of zero2-1-rank (one rank), continued on two: refused."""
+    run_dir = killed_run("zero2-1-rank")
     forget_last_checkpoint(run_dir)
+    logged = (run_dir / "metrics.jsonl").read_text()
     out = launcher(
         "run",
-        "sft-mistral",
-        "--smoke",
+        *scenario_args("zero2-1-rank"),
+        "distributed.processes_per_node=2",
         "--run-dir",
         str(run_dir),
-        *zero,
-        "distributed.processes_per_node=2",
-        cwd=workdir,
+        cwd=run_dir.parent,
         check=False,
     )
     assert out.returncode == 1
-    assert "checkpoint-3 holds DeepSpeed ZeRO-2 shards written by 1 ranks, but this run has 2" in (
-        out.stderr + out.stdout
+    assert (
+        f"checkpoint-{STEPS - 2} holds DeepSpeed ZeRO-2 shards written by 1 ranks, but this run "
+        "has 2" in (out.stderr + out.stdout)
     )
     assert "launcher export" in out.stderr + out.stdout
-    assert not (run_dir / "checkpoints" / "checkpoint-4").exists(), "it trained anyway"
+    assert not (run_dir / "checkpoints" / f"checkpoint-{STEPS}").exists(), "it trained anyway"
+    assert (run_dir / "metrics.jsonl").read_text() == logged, "it trained anyway"

@@ -1,0 +1,40 @@
+"""The runs that several e2e tests share (the fixtures: shared_runs.py), and reading their logs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+KILLS = 10
+STEPS = 60
+COMMON = ["sft-mistral", "--smoke", f"smoke.max_steps={STEPS}", "smoke.checkpoint_every=2"]
+# name: (overrides, largest difference allowed between the killed run's weights and whole's)
+SCENARIOS = {
+    "ddp-1-rank": ([], 0.0),
+    "ddp-2-ranks": (["distributed.processes_per_node=2"], 1e-6),
+    "zero2-1-rank": (["distributed.strategy=deepspeed", "distributed.zero_stage=2"], 0.0),
+    "zero3-1-rank": (["distributed.strategy=deepspeed", "distributed.zero_stage=3"], 0.0),
+}
+
+
+def scenario_args(name: str) -> list[str]:
+    return [*COMMON, *SCENARIOS[name][0]]
+
+
+def rank_log_since(run_dir: Path, rank: int, offset: int) -> str:
+    """What rank ``rank`` logged after ``offset`` bytes (each attempt appends to its log)."""
+    with open(run_dir / "logs" / f"rank-{rank}.log", "rb") as stream:
+        stream.seek(offset)
+        return stream.read().decode("utf-8", errors="replace")
+
+
+def data_preparation(log: str) -> tuple[str, str]:
+    """How rank 0 last had its data (``prepared`` or ``cache hit``) and the cache key, from the
+    one-line summary that also names rows and tokens."""
+    found = re.findall(
+        r"data: (prepared|cache hit) ((?:sft|mlm|classification)-[0-9a-f]{16}) .*: "
+        r"train [\d,]+ rows, [\d,]+ tokens, padding [\d.]+% at \d+",
+        log,
+    )
+    assert found, log[-3000:]
+    return found[-1]
