@@ -31,7 +31,7 @@ def wait_until_done(run_dir: Path, timeout: float = 420, job: str | None = None)
         queued = subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True)
         if not queued.stdout.strip():
             return launcher("status", str(run_dir), cwd=run_dir.parent).stdout
-        time.sleep(2)
+        time.sleep(0.5)
     subprocess.run(["scancel", job])
     report = launcher("status", str(run_dir), cwd=run_dir.parent, check=False).stdout
     raise AssertionError(f"job {job} did not finish in {timeout} s:\n{report}")
@@ -88,6 +88,16 @@ def poll(what: str, condition, timeout: float, run_dir: Path):
 
 def read_attempts(run_dir: Path) -> list[dict]:
     return attempts(run_dir) if (run_dir / "attempts.jsonl").exists() else []
+
+
+def events(run_dir: Path, **match: object) -> list[dict]:
+    """The attempt records with these values (none yet: [])."""
+    return [e for e in read_attempts(run_dir) if all(e.get(k) == v for k, v in match.items())]
+
+
+def steps_logged(run_dir: Path) -> int:
+    """The newest step in metrics.jsonl (0 before the first)."""
+    return max(logged_steps(run_dir), default=0) if (run_dir / "metrics.jsonl").exists() else 0
 
 
 def complete_steps(folder: Path) -> list[int]:

@@ -19,15 +19,16 @@ import pytest
 from conftest import REPO, launcher
 from slurm_helpers import (
     HOSTILE,
-    attempts,
     check_both_nodes_trained,
     check_shards_of_both_ranks,
     complete_steps,
+    events,
     logged_steps,
     poll,
     profile,
     read_attempts,
     shard_names,
+    steps_logged,
     wait_until_done,
 )
 
@@ -81,7 +82,11 @@ def test_smoke_recipe_on_two_nodes(recipe: str, cluster: None, workdir: Path) ->
     assert model.num_parameters() > 0
 
 
-def test_requeue_from_outside_completes(cluster: None, workdir: Path) -> None:
+def test_requeue_from_outside_resumes_where_it_saved(cluster: None, workdir: Path) -> None:
+    """DDP: `scontrol requeue` (what preemption does) makes the job save on SIGTERM and start
+    again from that checkpoint; the run is cancelled once the new attempt trains. It never ends by
+    itself, so the requeue lands mid-run on a machine of any speed. (ZeRO-3 on two nodes takes the
+    same path to its end: test_slurm_zero.py.)"""
     run_dir = workdir / "run"
     launcher(
         "submit",
@@ -91,28 +96,40 @@ def test_requeue_from_outside_completes(cluster: None, workdir: Path) -> None:
         "--smoke",
         "--run-dir",
         str(run_dir),
-        "smoke.max_steps=700",
-        "smoke.checkpoint_every=300",
-        "smoke.num_samples=900",
+        "smoke.max_steps=1000000",
+        "smoke.checkpoint_every=1000000",
         cwd=workdir,
     )
     job = json.loads((run_dir / "job.json").read_text())["job_id"]
-    # Requeue as soon as it trains: hundreds of steps remain however fast the machine is, against
-    # a reaction of half a second.
-    trained = lambda: (run_dir / "metrics.jsonl").exists() and len(logged_steps(run_dir)) >= 5  # noqa: E731
-    poll("attempt 0 to train 5 steps", trained, 600, run_dir)
-    subprocess.run(["scontrol", "requeue", job], check=True)
+    try:
+        poll("attempt 0 to train 5 steps", lambda: steps_logged(run_dir) >= 5, 600, run_dir)
+        subprocess.run(["scontrol", "requeue", job], check=True)
 
-    report = wait_until_done(run_dir, timeout=600)
-    assert "finished    step 700" in report, report
-    events = attempts(run_dir)
-    preempted = [e for e in events if e["event"] == "end" and e["reason"] == "preempted"]
-    assert preempted, events
-    resumed = [e for e in events if e["event"] == "start" and e["attempt"] == 1]
-    assert resumed and resumed[0]["resumed_from_step"] == preempted[0]["step"], events
+        (preempted,) = poll(
+            "attempt 0's preemption checkpoint", lambda: events(run_dir, event="end"), 300, run_dir
+        )
+        assert preempted["reason"] == "preempted" and preempted["step"], preempted
+        (resumed,) = poll(
+            "attempt 1", lambda: events(run_dir, event="start", attempt=1), 600, run_dir
+        )
+        assert resumed["resumed_from_step"] == preempted["step"], read_attempts(run_dir)
+        poll(
+            "attempt 1 to train",
+            lambda: steps_logged(run_dir) >= preempted["step"] + 3,
+            600,
+            run_dir,
+        )
+        launcher("cancel", str(run_dir), cwd=workdir)
+    finally:  # a failed check must not leave a job that never ends
+        subprocess.run(["scancel", job], capture_output=True)
+
+    report = wait_until_done(run_dir, timeout=300)
+    assert "end: cancelled" in report, report
     rank0 = (run_dir / "logs" / "rank-0.log").read_text()
-    assert f"checkpoint-{preempted[0]['step']}" in rank0  # "resuming from .../checkpoint-N"
-    assert sorted(logged_steps(run_dir)) == list(range(1, 701))
+    saved = run_dir / "checkpoints" / f"checkpoint-{preempted['step']}"
+    assert f"resuming from {saved}" in rank0
+    steps = logged_steps(run_dir)  # every step once: attempt 1 went on where attempt 0 saved
+    assert sorted(steps) == list(range(1, max(steps) + 1)) and max(steps) > preempted["step"]
 
 
 def test_failing_job_reports_the_rank_and_its_error(cluster: None, workdir: Path) -> None:

@@ -28,9 +28,10 @@ from slurm_helpers import (
     attempts,
     check_shards_of_both_ranks,
     complete_steps,
+    events,
     logged_steps,
     poll,
-    read_attempts,
+    steps_logged,
     wait_until_done,
 )
 
@@ -51,14 +52,6 @@ OVERRIDES = (
     "secrets=[LAUNCHER_TEST_SECRET]",
 )
 NEVER_REACHED = 1_000_000
-
-
-def events(run_dir: Path, **match: object) -> list[dict]:
-    return [e for e in read_attempts(run_dir) if all(e.get(k) == v for k, v in match.items())]
-
-
-def steps_logged(run_dir: Path) -> int:
-    return max(logged_steps(run_dir), default=0) if (run_dir / "metrics.jsonl").exists() else 0
 
 
 def run_complete_steps(run_dir: Path) -> list[int]:

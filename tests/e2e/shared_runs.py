@@ -1,11 +1,13 @@
 """Runs that several e2e tests check, trained once per session, in the background.
 
 ``launcher run sft-mistral --smoke smoke.max_steps=60 smoke.checkpoint_every=2`` in the four
-configurations of ``SCENARIOS`` (DDP on one rank and on two, DeepSpeed ZeRO-2 and ZeRO-3 on one).
+configurations of ``SCENARIOS`` (DDP on one rank and on two, DeepSpeed ZeRO-2 and ZeRO-3 on one,
+accumulating over 2 micro-batches).
 For each of them:
 
 - ``whole``: a reference run, trained without interruption, with a data cache of its own (so it
   prepares the data itself). tests/e2e/test_export.py exports its checkpoints; test_integration.py
+  checks them as runs of their own (SFT on two DDP ranks, paged AdamW under ZeRO-2 and ZeRO-3),
   stops the same job on SIGTERM, continues it, and compares the weights with it.
 - ``killed``: the fault injection of test_fault_injection.py, in the same data cache: the same run
   SIGKILLed ten times at random moments (every other one while a checkpoint is being written) and
@@ -15,8 +17,8 @@ For each of them:
 
 Each launch spends seconds importing torch, transformers, DeepSpeed and bitsandbytes in its
 processes, mostly on one core, so the four scenarios run side by side in threads, from the first
-test that asks for them, while the session's other tests go on; the tests that need the killed
-runs finished are moved to the end of the e2e tests (``pytest_collection_modifyitems``). Test
+e2e test on, while the e2e tests go on; those that need no shared run come first, those that wait
+for the killed runs last (``pytest_collection_modifyitems``). Test
 modules use this file with ``pytest_plugins = ["shared_runs"]`` (one session fixture for all).
 """
 
@@ -367,10 +369,14 @@ def newest_step(metrics_file: Path, offset: int) -> int:
 # -- pytest: one session object, and the order of the tests that wait for the kills --------------
 
 
-def waits_for_kills(item: pytest.Item) -> int:
-    """0: the test needs no killed run; 1: one scenario's (``killed_run``); 2: all of them."""
+def waits_for(item: pytest.Item) -> int:
+    """How much of the shared runs a test waits for: 0 none, 1 a reference run (``shared_runs``),
+    2 one scenario's killed run (``killed_run``), 3 all of them (``fault_injection``)."""
     fixtures = getattr(item, "fixturenames", ())
-    return 2 if "fault_injection" in fixtures else 1 if "killed_run" in fixtures else 0
+    for level, fixture in ((3, "fault_injection"), (2, "killed_run"), (1, "shared_runs")):
+        if fixture in fixtures:
+            return level
+    return 0
 
 
 @pytest.fixture(scope="session")
@@ -378,7 +384,7 @@ def shared_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     """The four scenarios' reference runs; their kills too when a selected test needs them."""
     runs = SharedRuns(
         tmp_path_factory.mktemp("shared runs"),
-        kills=any(waits_for_kills(item) for item in request.session.items),
+        kills=any(waits_for(item) >= 2 for item in request.session.items),
     )
     yield runs
     runs.close()
@@ -386,10 +392,14 @@ def shared_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture(autouse=True)
 def one_thread_per_rank(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The e2e tests' own runs too (they train beside the shared ones): see ``ONE_THREAD``."""
+    """The e2e tests' own runs too (they train beside the shared ones): see ``ONE_THREAD``.
+    The first e2e test starts the shared runs when a selected test needs them, so that the
+    tests that need none train beside them instead of after them."""
     if E2E in Path(str(request.node.fspath)).parents:
         for name, value in ONE_THREAD.items():
             monkeypatch.setenv(name, value)
+        if any(waits_for(item) for item in request.session.items):
+            request.getfixturevalue("shared_runs")
 
 
 @pytest.fixture
@@ -406,9 +416,10 @@ def killed_run(shared_runs: SharedRuns) -> Callable[[str], Path]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Among the e2e tests (in their places), those that wait for the kills go last, so that the
-    others run while the kills go on; the one that waits for all of them last of all."""
+    """Among the e2e tests (in their places), those that need no shared run go first, then those
+    that read a reference run, then those that wait for the kills, so that each trains while the
+    shared runs go on; the one that waits for all of them last of all."""
     places = [i for i, item in enumerate(items) if E2E in Path(str(item.fspath)).parents]
-    reordered = sorted((items[i] for i in places), key=waits_for_kills)
+    reordered = sorted((items[i] for i in places), key=waits_for)
     for place, item in zip(places, reordered, strict=True):
         items[place] = item

@@ -42,33 +42,37 @@ def rank_lines(run_dir: Path, rank: int) -> str:
 
 @pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
 def test_smoke_recipe_on_two_ddp_ranks(
-    recipe: str, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    recipe: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, shared_runs: SharedRuns
 ) -> None:
-    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
-    run_dir = workdir / "run"
-    keep = ["checkpointing.keep=1"] if recipe == "sft-mistral" else []
-    out = launcher(
-        "run",
-        recipe,
-        "--smoke",
-        "--run-dir",
-        str(run_dir),
-        "distributed.processes_per_node=2",
-        *keep,
-        cwd=workdir,
-    )
+    """Each workload on two DDP ranks. SFT's run is the shared reference run of ddp-2-ranks
+    (shared_runs.py: 60 steps, a checkpoint every 2, the recipe's 3 kept); the others train here."""
+    if recipe == "sft-mistral":
+        run_dir, steps = shared_runs.reference("ddp-2-ranks"), STEPS
+    else:
+        monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
+        run_dir, steps = workdir / "run", 6
+        launcher(
+            "run",
+            recipe,
+            "--smoke",
+            "--run-dir",
+            str(run_dir),
+            "distributed.processes_per_node=2",
+            cwd=workdir,
+        )
 
-    assert "world size     2 = 1 node(s) x 2 process(es)" in out.stdout
+    summary = (run_dir / "plan" / "summary.txt").read_text()
+    assert "world size     2 = 1 node(s) x 2 process(es)" in summary
     for rank in (0, 1):  # each rank checked its own world against the plan before step 1
         assert re.search(rf"rank {rank} on \S+: world 2, global batch", rank_lines(run_dir, rank))
     result = json.loads((run_dir / "result.json").read_text())
-    assert result["global_step"] == 6
+    assert result["global_step"] == steps
     losses = [m["loss"] for m in metrics(run_dir) if "loss" in m]
-    assert len(losses) == 6 and all(loss == loss and loss > 0 for loss in losses)
+    assert len(losses) == steps and all(loss == loss and loss > 0 for loss in losses)
     # Rank 0 prepared the data into the cache; rank 1 loaded that copy instead of its own.
     assert data_preparation(run_dir)[0] == "prepared"
     assert "data: warning" not in rank_lines(run_dir, 1)
-    assert_metrics_and_tensorboard(run_dir, workdir)
+    assert_metrics_and_tensorboard(run_dir, workdir, steps)
     # The tokenizer stage ended with its one-line summary (rank 0 trained it).
     assert re.search(
         r"^tokenizer: \w+, \d+ tokens, trained on [\d.]+ (B|KiB|MiB) \(\d+ texts\) in [\d.]+ m?s "
@@ -76,11 +80,12 @@ def test_smoke_recipe_on_two_ddp_ranks(
         rank_lines(run_dir, 0),
         re.M,
     ), rank_lines(run_dir, 0)[-3000:]
-    assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
-    if keep:  # retention ran after checkpoint-6 was complete, and only then
-        assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == [
-            "checkpoint-6"
-        ]
+    assert (run_dir / "checkpoints" / f"checkpoint-{steps}" / "launcher-complete.json").exists()
+    if recipe == "sft-mistral":  # retention ran after each save: the newest 3 are left
+        kept = sorted(
+            int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")
+        )
+        assert kept == [steps - 4, steps - 2, steps]
 
     import transformers
 
@@ -95,7 +100,7 @@ def test_smoke_recipe_on_two_ddp_ranks(
         assert "eval_perplexity" in result["final_metrics"]
 
 
-def assert_metrics_and_tensorboard(run_dir: Path, workdir: Path) -> None:
+def assert_metrics_and_tensorboard(run_dir: Path, workdir: Path, steps: int) -> None:
     """Every training log has its measured throughput; TensorBoard has the same losses; and
     `launcher plot` draws them."""
     from PIL import Image
@@ -125,36 +130,28 @@ def assert_metrics_and_tensorboard(run_dir: Path, workdir: Path) -> None:
 
     out = launcher("plot", str(run_dir), "-o", str(workdir / "plot.png"), cwd=workdir)
     assert out.stdout.strip().endswith(f"-> {workdir / 'plot.png'}")
-    assert out.stdout.startswith("plot: steps 1-6 (loss")
+    assert out.stdout.startswith(f"plot: steps 1-{steps} (loss")
     assert Image.open(workdir / "plot.png").size == (1200, 900)
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, workdir: Path) -> None:
-    run_dir = workdir / f"zero{stage}"
-    out = launcher(
-        "run",
-        "sft-mistral",
-        "--smoke",
-        "--run-dir",
-        str(run_dir),
-        "distributed.strategy=deepspeed",
-        f"distributed.zero_stage={stage}",
-        "training.optimizer=paged_adamw_32bit",
-        "training.gradient_accumulation_steps=2",
-        cwd=workdir,
-    )
+def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, shared_runs: SharedRuns) -> None:
+    """The shared reference runs of zero2-1-rank and zero3-1-rank: the recipe's paged AdamW under
+    DeepSpeed, accumulating over 2 micro-batches."""
+    run_dir = shared_runs.reference(f"zero{stage}-1-rank")
+    assert "training.gradient_accumulation_steps=2" in scenario_args(f"zero{stage}-1-rank")
 
-    assert f"DeepSpeed ZeRO-{stage}" in out.stdout
+    assert f"DeepSpeed ZeRO-{stage}" in (run_dir / "plan" / "summary.txt").read_text()
     ds = json.loads((run_dir / "plan" / "deepspeed.json").read_text())
+    assert ds["gradient_accumulation_steps"] == 2
     assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 2 * 1
     log = rank_lines(run_dir, 0)
-    assert "world 1, global batch 4 as planned" in log
+    assert f"world 1, global batch {ds['train_batch_size']} as planned" in log
     # The optimizer that really steps, unwrapped from DeepSpeed's wrappers.
     assert "bitsandbytes.optim.adamw.AdamW (paged, 32-bit states)" in log
-    shards = run_dir / "checkpoints" / "checkpoint-6" / "global_step6"
-    assert (shards / "zero_pp_rank_0_mp_rank_00_optim_states.pt").exists()
-    assert (run_dir / "checkpoints" / "checkpoint-6" / "launcher-complete.json").exists()
+    last = run_dir / "checkpoints" / f"checkpoint-{STEPS}"
+    assert (last / f"global_step{STEPS}" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").exists()
+    assert (last / "launcher-complete.json").exists()
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(run_dir / "model")
