@@ -24,6 +24,7 @@ import yaml
 from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
+from launcher.ranks import runtime
 from launcher.ranks.logs import guard_secrets, rank_log
 from launcher.recipe.schema import Recipe
 
@@ -40,6 +41,7 @@ def main(argv: list[str]) -> int:
     with rank_log(layout.rank_log(rank)):
         try:
             train(layout)
+            runtime.close_distributed()
         except LauncherError as error:
             print(f"[launcher] rank {rank}: error: {error}", file=sys.stderr, flush=True)
             record_failure(layout, rank, str(error))
@@ -81,7 +83,6 @@ def train(layout: RunLayout) -> None:
     from transformers import set_seed
 
     from launcher.checkpoints import check_resume_world, choose_checkpoint, training_finished
-    from launcher.ranks import runtime
     from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
     from launcher.ranks.data import load_raw_splits
     from launcher.ranks.data_cache import prepare
