@@ -6,6 +6,12 @@ flushes the list to disk and renames it into place (``write_manifest``). A check
 when every file of its manifest is there with that size. A run killed while saving leaves a folder
 without a manifest (or with files that do not match it): resume skips it, names it, and moves it
 aside so that the resumed run never writes into it; nothing is deleted.
+
+The manifest also records a checksum of each file (xxh3-64: several GB/s, see
+``benchmarks/RESULTS.md`` for its cost against the save). Before a resume, one process per storage
+reads the newest complete checkpoint back and sets it aside when a file's bytes changed while its
+size stayed the same (a flaky shared file system), then tries the one before.
+``checkpointing.verify_checksums: false`` skips both for very large checkpoints.
 """
 
 from __future__ import annotations
@@ -29,15 +35,67 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(number) if prefix == "checkpoint" and number.isdigit() else None
 
 
-def write_manifest(folder: Path, step: int, world_size: int) -> None:
-    """Record ``folder`` as complete: its files and sizes, written last and atomically."""
-    files = {
-        str(path.relative_to(folder)): path.stat().st_size
+CHECKSUM = "xxh3_64"
+CHUNK_BYTES = 1 << 20  # fits the CPU cache: 2x the throughput of 8 MiB reads here
+
+
+def file_checksum(path: Path) -> str:
+    """xxh3-64 of a file's bytes, read in chunks (checkpoint files run to many GB)."""
+    import xxhash
+
+    digest = xxhash.xxh3_64()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path, step: int, world_size: int, checksums: bool = True) -> None:
+    """Record ``folder`` as complete: its files, sizes (and checksums), written last and
+    atomically."""
+    paths = [
+        path
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.name.startswith(f".{COMPLETE_MARKER}")
-    }
-    manifest = {"step": step, "world_size": world_size, "time": time.time(), "files": files}
+    ]
+    files = {str(path.relative_to(folder)): path.stat().st_size for path in paths}
+    manifest: dict[str, Any] = {
+        "step": step, "world_size": world_size, "time": time.time(), "files": files,
+    }  # fmt: skip
+    if checksums:
+        manifest["checksum"] = CHECKSUM
+        manifest["checksums"] = {str(p.relative_to(folder)): file_checksum(p) for p in paths}
     write_text_atomic(folder / COMPLETE_MARKER, json.dumps(manifest, indent=1), durable=True)
+
+
+def changed_content(folder: Path) -> str | None:
+    """Which file of a complete checkpoint no longer has the bytes its manifest recorded, or
+    None (also for manifests written without checksums)."""
+    manifest = read_manifest(folder) or {}
+    checksums = manifest.get("checksums")
+    if manifest.get("checksum") != CHECKSUM or not isinstance(checksums, dict):
+        return None
+    for name, expected in checksums.items():
+        found = file_checksum(folder / name)
+        if found != expected:
+            return (
+                f"{name}'s bytes changed since it was saved ({CHECKSUM} {found}, the manifest "
+                f"says {expected}) although its size did not"
+            )
+    return None
+
+
+def set_aside_changed(checkpoints: Path) -> list[tuple[Path, str, Path]]:
+    """Read the newest complete checkpoints back, newest first, until one has the bytes its
+    manifest records; set aside (rename, never delete) each one that does not. Returns
+    (checkpoint, what changed, where it is kept)."""
+    changed = []
+    for folder in reversed(complete_checkpoints(checkpoints)):
+        reason = changed_content(folder)
+        if reason is None:
+            break
+        changed.append((folder, reason, move_aside(folder)))
+    return changed
 
 
 def read_manifest(folder: Path) -> dict | None:
@@ -113,15 +171,25 @@ def move_aside(folder: Path) -> Path:
 # --- resume, inside the ranks (torch is imported there only) ------------------------------------
 
 
-def choose_checkpoint(folder: Path, state: Any, on_each_node: bool) -> Path | None:
+def choose_checkpoint(
+    folder: Path, state: Any, on_each_node: bool, verify: bool = True
+) -> Path | None:
     """The newest complete checkpoint (with node-local storage: the newest one complete on every
-    node); incomplete ones are named and moved aside, not deleted."""
+    node); incomplete ones, and with ``verify`` ones whose bytes changed, are named and moved
+    aside, not deleted."""
+    mover = state.is_local_main_process if on_each_node else state.is_main_process
+    if verify and mover:  # one reader per storage; the others wait at the barrier below
+        for changed, reason, kept in set_aside_changed(folder):
+            print(
+                f"[launcher] warning: skipping {changed.name}: {reason}; kept as {kept}",
+                flush=True,
+            )
+    state.wait_for_everyone()
     resume, skipped = latest_complete_checkpoint(folder)
     if on_each_node:
         resume, newer = checkpoint_on_every_node(folder, resume, state)
         skipped = [*skipped, *newer]
     state.wait_for_everyone()  # every rank has chosen before anything is moved
-    mover = state.is_local_main_process if on_each_node else state.is_main_process
     for skipped_folder in skipped:
         reason = problem_with(skipped_folder) or "not complete on every node"
         if mover:

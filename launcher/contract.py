@@ -25,6 +25,17 @@ class RunLayout:
     root: Path
 
     @property
+    def marker_file(self) -> Path:
+        """Written when the launcher makes the run directory: only a folder holding it (or an
+        empty one) is ever written into or renamed by ``--from-scratch``."""
+        return self.root / "launcher-run.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """Who writes into this run now (``launcher.backends.run_lock``)."""
+        return self.root / "lock.json"
+
+    @property
     def plan_dir(self) -> Path:
         return self.root / "plan"
 

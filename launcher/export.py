@@ -27,7 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launcher.checkpoints import checkpoint_step, list_checkpoints, problem_with
+from launcher.checkpoints import (
+    changed_content,
+    checkpoint_step,
+    list_checkpoints,
+    problem_with,
+)
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
 
@@ -122,7 +127,21 @@ def read_recipe(layout: RunLayout) -> RecipeFacts:
 
 def choose_checkpoint(layout: RunLayout, step: int | None) -> Path:
     """The newest complete checkpoint, or ``checkpoint-{step}``, which must be complete (its
-    manifest present and every file in it with the size the manifest records)."""
+    manifest present, every file in it with the size and, where recorded, the checksum that the
+    manifest records)."""
+    chosen = complete_checkpoint(layout, step)
+    changed = changed_content(chosen)
+    if changed:
+        others = [checkpoint_step(p) for p in list_checkpoints(layout.checkpoints_dir)]
+        steps = ", ".join(str(s) for s in others if s != checkpoint_step(chosen)) or "none"
+        raise LauncherError(
+            f"{chosen}: {changed}, so its weights cannot be trusted. Other checkpoints of this "
+            f"run are at steps: {steps}; pick one with --checkpoint."
+        )
+    return chosen
+
+
+def complete_checkpoint(layout: RunLayout, step: int | None) -> Path:
     folders = list_checkpoints(layout.checkpoints_dir)
     problems = {folder: problem_with(folder) for folder in folders}
     complete = [p for p in folders if problems[p] is None]

@@ -17,11 +17,13 @@ from launcher.backends.run_dir import (
 )
 from launcher.checkpoints import (
     COMPLETE_MARKER,
+    changed_content,
     latest_complete_checkpoint,
     move_aside,
     problem_with,
     read_manifest,
     rotate,
+    set_aside_changed,
     write_manifest,
 )
 from launcher.plan.build import build_plan
@@ -343,3 +345,82 @@ def test_run_directory_preflight_uses_the_estimate(
         prepare_run_dir(plan)
     free["bytes"] = needed
     assert prepare_run_dir(plan) is False
+
+
+def test_the_manifest_records_each_files_checksum(tmp_path: Path) -> None:
+    import xxhash
+
+    folder = fake_checkpoint(tmp_path, 10)
+    manifest = read_manifest(folder)
+    assert manifest is not None and manifest["checksum"] == "xxh3_64"
+    assert manifest["checksums"] == {
+        name: xxhash.xxh3_64((folder / name).read_bytes()).hexdigest() for name in manifest["files"]
+    }
+    assert changed_content(folder) is None
+    write_manifest(folder, 10, world_size=2, checksums=False)  # checkpointing.verify_checksums
+    assert "checksums" not in (read_manifest(folder) or {})
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_bytes_changed_at_the_same_size_set_the_checkpoint_aside(tmp_path: Path) -> None:
+    """A flipped byte passes the size check; the checksum catches it, and resume goes back to
+    the newest checkpoint whose bytes are the ones saved. Nothing is deleted."""
+    good = fake_checkpoint(tmp_path, 10)
+    changed = [fake_checkpoint(tmp_path, step) for step in (20, 30)]
+    for folder in changed:
+        flip_a_byte(folder / "global_step1" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+        assert problem_with(folder) is None  # sizes still match
+    assert "zero_pp_rank_0_mp_rank_00_optim_states.pt's bytes changed" in str(
+        changed_content(changed[1])
+    )
+    moved = set_aside_changed(tmp_path)
+    assert [(folder, kept.name.rsplit("-", 1)[0]) for folder, _, kept in moved] == [
+        (changed[1], "incomplete-checkpoint-30"),
+        (changed[0], "incomplete-checkpoint-20"),
+    ]
+    assert all(kept.is_dir() for _, _, kept in moved)
+    assert latest_complete_checkpoint(tmp_path) == (good, [])
+    assert set_aside_changed(tmp_path) == []  # the good one is read once more, and kept
+
+
+def test_resume_verifies_only_when_the_recipe_asks(tmp_path: Path) -> None:
+    """`choose_checkpoint` in the ranks: the main process reads the newest back (with
+    `verify_checksums`), the others wait at the barrier; without it a changed one is used."""
+    from launcher.checkpoints import choose_checkpoint
+
+    fake_checkpoint(tmp_path, 10)
+    newest = fake_checkpoint(tmp_path, 20)
+    flip_a_byte(newest / "model.safetensors")
+    waits: list[str] = []
+    state = SimpleNamespace(
+        is_main_process=True,
+        is_local_main_process=True,
+        wait_for_everyone=lambda: waits.append("barrier"),
+    )
+    assert choose_checkpoint(tmp_path, state, on_each_node=False, verify=False) == newest
+    assert choose_checkpoint(tmp_path, state, on_each_node=False) == tmp_path / "checkpoint-10"
+    assert [p.name.rsplit("-", 1)[0] for p in tmp_path.glob("incomplete-*")] == [
+        "incomplete-checkpoint-20"
+    ]
+
+
+def test_export_refuses_a_checkpoint_whose_bytes_changed(tmp_path: Path) -> None:
+    from launcher.contract import RunLayout
+    from launcher.errors import LauncherError
+    from launcher.export import choose_checkpoint
+
+    layout = RunLayout(tmp_path)
+    fake_checkpoint(layout.checkpoints_dir, 10)
+    newest = fake_checkpoint(layout.checkpoints_dir, 20)
+    flip_a_byte(newest / "model.safetensors")
+    with pytest.raises(LauncherError) as refused:
+        choose_checkpoint(layout, None)
+    message = str(refused.value)
+    assert f"{newest}: model.safetensors's bytes changed" in message
+    assert "at steps: 10; pick one with --checkpoint" in message
+    assert choose_checkpoint(layout, 10) == layout.checkpoints_dir / "checkpoint-10"

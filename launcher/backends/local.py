@@ -17,6 +17,7 @@ import time
 from typing import TextIO
 
 from launcher.backends.run_dir import check_local_paths, prepare_run_dir, private_files
+from launcher.backends.run_lock import heartbeat, release_run_lock, this_process
 from launcher.errors import LauncherError
 from launcher.plan.build import Plan
 from launcher.secret_env import mask, secret_values
@@ -41,7 +42,17 @@ def run_locally(plan: Plan, out: TextIO = sys.stdout, from_scratch: bool = False
 
 
 def run_private(plan: Plan, out: TextIO, from_scratch: bool) -> int:
-    continuing = prepare_run_dir(plan, from_scratch=from_scratch)
+    """Train as the run directory's one writer (``run_lock``), for as long as the ranks run."""
+    holder = this_process("launcher run")
+    continuing = prepare_run_dir(plan, from_scratch=from_scratch, holder=holder)
+    try:
+        with heartbeat(plan.layout):
+            return run_held(plan, out, continuing)
+    finally:
+        release_run_lock(plan.layout, holder)
+
+
+def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
     layout = plan.layout
     if layout.result_file.exists():
         print(f"{layout.root} has already finished; nothing to run.", file=out)

@@ -1,5 +1,11 @@
 """Turn a plan into a run directory, the same way for every backend.
 
+A run directory is only ever one the launcher made: a new folder, an empty one, or one holding the
+launcher's marker (``launcher-run.json``; runs made before the marker existed are recognised by
+their ``plan/contract.json``). Anything else (a folder of the user's files, a home directory) is
+refused before anything is written into it or its mode changed, and ``--from-scratch`` renames
+only a launcher run directory. The run directory then gets one writer (``run_lock``).
+
 A run directory that already holds a plan is a run to continue: the new plan must resolve to the
 same recipe (otherwise the checkpoints would belong to another run), and the ranks resume from its
 newest complete checkpoint. Run directories are private to their owner: folders 0700, files 0600,
@@ -11,6 +17,7 @@ exist, so that a typo fails in a second with the key named, not minutes later in
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -22,6 +29,9 @@ from typing import Any
 
 import yaml
 
+from launcher import __version__
+from launcher.backends.run_lock import Holder, release_run_lock, take_run_lock, this_process
+from launcher.contract import RunLayout
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.files import write_text_atomic
 from launcher.paths import missing_folder
@@ -40,32 +50,92 @@ class RunDirError(LauncherError):
     exit_code = 2
 
 
-def prepare_run_dir(plan: Plan, from_scratch: bool = False) -> bool:
+def prepare_run_dir(plan: Plan, from_scratch: bool = False, holder: Holder | None = None) -> bool:
     """Write the plan (and smoke data) into the run directory; True when continuing a run.
 
+    ``holder`` becomes the run's one writer and keeps the lock (the caller releases it or hands
+    it to a job); without one, the lock is only checked: no one else may be writing.
     ``from_scratch`` starts over: an existing run directory is renamed aside (never deleted).
     """
     with private_files():
-        return prepare_private_run_dir(plan, from_scratch)
+        check_ours(plan.layout.root)
+        make_run_dir(plan.layout)
+        writer = holder or this_process("launcher")
+        note = take_run_lock(plan.layout, writer)
+        if note:
+            print(f"note: {note}")
+        try:
+            continuing = prepare_private_run_dir(plan, from_scratch, writer)
+        except BaseException:
+            release_run_lock(plan.layout, writer)
+            raise
+        if holder is None:
+            release_run_lock(plan.layout, writer)
+        return continuing
 
 
-def prepare_private_run_dir(plan: Plan, from_scratch: bool) -> bool:
+def prepare_private_run_dir(plan: Plan, from_scratch: bool, holder: Holder) -> bool:
     layout = plan.layout
-    if from_scratch and layout.root.exists() and any(layout.root.iterdir()):
+    if from_scratch and any(p.name not in FRESH_RUN_DIR for p in layout.root.iterdir()):
         kept = layout.root.with_name(f"{layout.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         layout.root.rename(kept)
+        make_run_dir(layout)
+        take_run_lock(layout, holder)
+        (kept / layout.lock_file.name).unlink(missing_ok=True)
         print(f"--from-scratch: the previous run is kept in {kept}")
     continuing = layout.recipe_file.exists()
     if continuing:
         check_same_recipe(plan)
-    for folder in (layout.root, layout.plan_dir, layout.logs_dir):
+    for folder in (layout.plan_dir, layout.logs_dir):
         make_private_dir(folder)
-    check_writable(layout.root)
     check_free_disk(layout.root, checkpoint_bytes(plan))
     write_files(plan.files(), script_mode=PRIVATE_SCRIPT)
     if plan.smoke and plan.recipe.data.files:
         write_smoke_data(plan.recipe, layout.smoke_data_dir)
     return continuing
+
+
+# What a run directory holds before its first plan is written.
+FRESH_RUN_DIR = {"launcher-run.json", "lock.json", ".lock.guard"}
+
+
+def check_ours(root: Path) -> None:
+    """Refuse ``root`` unless it is new, empty, or a launcher run directory; nothing is written
+    or changed before this check."""
+    if root.is_symlink() and not root.exists():
+        raise RunDirError(f"the run directory {root} is a broken symbolic link")
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise RunDirError(
+            f"the run directory {root} is a file, not a folder: choose another --run-dir"
+        )
+    layout = RunLayout(root)
+    if layout.marker_file.is_file() or layout.contract_file.is_file():
+        return
+    try:
+        entries = sorted(p.name for p in root.iterdir())
+    except OSError as error:
+        raise RunDirError(f"cannot read the run directory {root}: {error.strerror}") from None
+    if entries:
+        shown = ", ".join(entries[:5]) + (
+            f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        )
+        raise RunDirError(
+            f"{root} ({root.resolve()}) already exists and is not a launcher run directory: it "
+            f"holds {shown}, and no {layout.marker_file.name}. A run is written only into a new "
+            "or empty folder, or continued in a run directory the launcher made; nothing was "
+            "changed. Choose another --run-dir (a new folder name)."
+        )
+
+
+def make_run_dir(layout: RunLayout) -> None:
+    """Create the run directory (0700) and mark it as the launcher's, once."""
+    make_private_dir(layout.root)
+    check_writable(layout.root)
+    if not layout.marker_file.exists() and not layout.contract_file.exists():
+        marker = {"launcher": __version__, "created": time.time()}
+        write_text_atomic(layout.marker_file, json.dumps(marker, indent=1) + "\n")
 
 
 # What may change when a run continues: where and on how many ranks it runs.

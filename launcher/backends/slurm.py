@@ -28,6 +28,13 @@ from launcher.backends.run_dir import (
     prepare_run_dir,
     private_files,
 )
+from launcher.backends.run_lock import (
+    Holder,
+    hand_to_job,
+    new_token,
+    release_run_lock,
+    this_process,
+)
 from launcher.backends.submitit_adapter import (
     script_executor,
     standalone_script,
@@ -174,26 +181,33 @@ def standalone_batch_script(plan: Plan, profile: ClusterProfile) -> str:
     return standalone_script(command, plan.layout.slurm_dir, parameters)
 
 
-def prepare_cluster_run(plan: Plan, from_scratch: bool = False) -> None:
-    """The run directory of a cluster run: the plan, and the folder for the batch scripts."""
+def prepare_cluster_run(
+    plan: Plan, from_scratch: bool = False, holder: Holder | None = None
+) -> None:
+    """The run directory of a cluster run: the plan, and the folder for the batch scripts.
+    ``holder`` keeps the run lock (``launcher submit``, until it hands it to the job)."""
     check_local_paths(plan)
-    prepare_run_dir(plan, from_scratch=from_scratch)
+    prepare_run_dir(plan, from_scratch=from_scratch, holder=holder)
     make_private_dir(plan.layout.slurm_dir)
 
 
 def submit(plan: Plan, profile: ClusterProfile, from_scratch: bool = False) -> str:
-    """Prepare the run directory, submit, record the job; return its id at once."""
+    """Prepare the run directory, submit, record the job; return its id at once. The job is
+    the run's one writer from then on (``run_lock``: the lock goes to it with a token)."""
     from launcher.backends.slurm_node import NodeTask
 
     executor = make_executor(plan, profile)  # checks the script's values before anything is made
-    prepare_cluster_run(plan, from_scratch)
-    # The task pickled into slurm/ holds the run directory and interpreter only, no environment.
-    task = NodeTask(str(plan.layout.root), node_python(profile))
+    holder = this_process("launcher submit", token=new_token())
+    prepare_cluster_run(plan, from_scratch, holder)
+    # The task pickled into slurm/ holds the run directory, interpreter and lock token only.
+    task = NodeTask(str(plan.layout.root), node_python(profile), holder.token)
     with private_files():
         try:
             job = executor.submit(task)
         except Exception as error:  # submitit wraps sbatch's complaint in its own error types
+            release_run_lock(plan.layout, holder)
             raise LauncherError(f"sbatch refused the job: {str(error).strip()}") from None
+        hand_to_job(plan.layout, holder, str(job.job_id))
         record = {"job_id": str(job.job_id), "cluster": profile.name, "submitted": time.time()}
         write_text_atomic(plan.layout.job_file, json.dumps(record, indent=2) + "\n")
     return str(job.job_id)

@@ -34,6 +34,7 @@ from submitit.helpers import Checkpointable, DelayedSubmission
 
 from launcher.backends.attempts import record_attempt
 from launcher.backends.run_dir import PRIVATE_UMASK
+from launcher.backends.run_lock import RunInUse, claim_for_job, release_run_lock, slurm_job
 from launcher.backends.submitit_adapter import slurm_task
 from launcher.checkpoints import checkpoint_step, latest_complete_checkpoint
 from launcher.contract import Rendezvous, RunContract, RunLayout, rank_launch_command
@@ -143,12 +144,17 @@ def wait_for_save(layout: RunLayout, timeout_s: float = SAVE_TIMEOUT_S) -> bool:
 
 
 def run_attempt(
-    layout: RunLayout, place: NodePlace, python: str, record_time_limit: bool
+    layout: RunLayout,
+    place: NodePlace,
+    python: str,
+    record_time_limit: bool,
+    token: str | None = None,
 ) -> tuple[str, int | None, int]:
     """One attempt on this node: start its ranks, wait for them, record how it ended (first
     node only). Returns (reason, step, returncode). Polls rather than ``Popen.wait``, which a
     signal handler interrupting it could deadlock on."""
     os.umask(PRIVATE_UMASK)  # what this task and its ranks create stays private, as locally
+    claim_run(layout, place, token)
     if place.node_rank == 0:
         record_start(layout, place)
     process = start_ranks(python, layout, place)
@@ -157,13 +163,32 @@ def run_attempt(
     reason, step = outcome(layout, process.returncode, place.job_id)
     if place.node_rank == 0 and (reason != "time-limit" or record_time_limit):
         record_end(layout, place, reason, step, returncode=process.returncode)
+    if place.node_rank == 0 and reason in ENDS_THE_JOB:
+        release_run_lock(layout, slurm_job(place.job_id))
     return reason, step, process.returncode
 
 
-def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
+# How an attempt ends the job (SLURM requeues after a time limit or a preemption).
+ENDS_THE_JOB = ("completed", "failed", "cancelled")
+
+
+def claim_run(layout: RunLayout, place: NodePlace, token: str | None) -> None:
+    """Be the run's one writer for this job (every node checks, the first one takes the lock);
+    a run another writer holds fails the attempt, recorded, before any rank starts."""
+    try:
+        note = claim_for_job(layout, place.job_id, token, first_node=place.node_rank == 0)
+    except RunInUse as error:
+        if place.node_rank == 0:
+            record_end(layout, place, "refused", None, error=str(error))
+        raise
+    if note and place.node_rank == 0:
+        print(f"[launcher] note: {note}", flush=True)
+
+
+def run_node(layout: RunLayout, place: NodePlace, python: str, token: str | None = None) -> str:
     """Train on this node until the ranks exit; return the attempt's outcome (a time limit is
     recorded by ``NodeTask.checkpoint``, which requeues)."""
-    reason, _, returncode = run_attempt(layout, place, python, record_time_limit=False)
+    reason, _, returncode = run_attempt(layout, place, python, False, token)
     if reason == "failed":
         failures = sorted(layout.logs_dir.glob("failure-rank-*.json"))
         shown = "; ".join(json.loads(f.read_text()).get("error", "") for f in failures[:2])
@@ -175,13 +200,15 @@ def run_node(layout: RunLayout, place: NodePlace, python: str) -> str:
 
 
 class NodeTask(Checkpointable):
-    """What submitit runs on each node; ``checkpoint`` is its time-limit hook (first node only)."""
+    """What submitit runs on each node; ``checkpoint`` is its time-limit hook (first node only).
+    ``token`` is the run lock's token from ``launcher submit`` (``run_lock``)."""
 
-    def __init__(self, run_dir: str, python: str):
-        self.run_dir, self.python = run_dir, python
+    def __init__(self, run_dir: str, python: str, token: str | None = None):
+        self.run_dir, self.python, self.token = run_dir, python, token
 
     def __call__(self) -> str:
-        return run_node(RunLayout(Path(self.run_dir)), place_from_slurm(), self.python)
+        layout, token = RunLayout(Path(self.run_dir)), getattr(self, "token", None)
+        return run_node(layout, place_from_slurm(), self.python, token)
 
     def checkpoint(self, *args: object, **kwargs: object) -> DelayedSubmission:
         layout = RunLayout(Path(self.run_dir))
@@ -189,7 +216,7 @@ class NodeTask(Checkpointable):
         saved = wait_for_save(layout)
         stopped = json.loads(layout.stopped_file.read_text()) if saved else {}
         record_end(layout, place, "time-limit", stopped.get("step"), saved=saved)
-        return DelayedSubmission(NodeTask(self.run_dir, self.python))
+        return DelayedSubmission(NodeTask(self.run_dir, self.python, getattr(self, "token", None)))
 
 
 def standalone_main(run_dir: str) -> int:

@@ -3,6 +3,7 @@ inputs, shared by every command that plans."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,7 +32,8 @@ def resolve_plan(
 ) -> Resolved:
     """The plan of ``recipe`` (a path or a shipped recipe's name) with ``overrides``; with a
     ``cluster`` profile, what the cluster adds comes first, so that the overrides still win.
-    ``run_dir`` defaults to ``runs/NAME`` (``runs/NAME-smoke`` for ``--smoke``)."""
+    ``run_dir`` defaults to ``runs/NAME`` (``runs/NAME-smoke`` for ``--smoke``); a given one is
+    made absolute (``~`` expanded, ``..`` folded)."""
     from launcher.plan.build import build_plan
     from launcher.recipe.loader import display_path, find_yaml, load_recipe
 
@@ -46,7 +48,9 @@ def resolve_plan(
         profile = load_profile(cluster)
         overrides = cluster_overrides(loaded, profile, nodes) + overrides
         loaded = load_recipe(path, overrides)
-    folder = run_dir or Path("runs") / (loaded.name + ("-smoke" if smoke else ""))
+    # Folded first, so that `runs/../x/../..` is checked (and shown) as the folder it names.
+    folder = Path(os.path.abspath(run_dir.expanduser())) if run_dir else None
+    folder = folder or Path("runs") / (loaded.name + ("-smoke" if smoke else ""))
     plan = build_plan(
         loaded, folder, source=display_path(path), overrides=tuple(overrides), smoke=smoke
     )

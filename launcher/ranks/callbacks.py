@@ -147,10 +147,15 @@ class CheckpointCompletion(TrainerCallback):
     prunes it; otherwise global rank 0 does, once for the shared folder."""
 
     def __init__(
-        self, state: Any, keep: int | None, resumed_from: Path | None, on_each_node: bool = False
+        self,
+        state: Any,
+        keep: int | None,
+        resumed_from: Path | None,
+        on_each_node: bool = False,
+        checksums: bool = True,
     ):
         self.state, self.keep, self.resumed_from = state, keep, resumed_from
-        self.on_each_node = on_each_node
+        self.on_each_node, self.checksums = on_each_node, checksums
 
     def on_save(self, args, state, control, **kwargs):
         self.state.wait_for_everyone()
@@ -161,7 +166,7 @@ class CheckpointCompletion(TrainerCallback):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if self.on_each_node:
                 write_latest_tag(folder, state.global_step)
-            write_manifest(folder, state.global_step, self.state.num_processes)
+            write_manifest(folder, state.global_step, self.state.num_processes, self.checksums)
             protected = {Path(p) for p in (state.best_model_checkpoint, self.resumed_from) if p}
             rotate(Path(args.output_dir), self.keep, protected)
         self.state.wait_for_everyone()

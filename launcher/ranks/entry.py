@@ -126,14 +126,15 @@ def train(layout: RunLayout) -> None:
     set_seed(args.seed)
     model = build_model(recipe, tokenizer)
     on_each_node = contract.checkpoints_on_each_node
-    resume = choose_checkpoint(checkpoints, state, on_each_node)
+    verify = recipe.checkpointing.verify_checksums
+    resume = choose_checkpoint(checkpoints, state, on_each_node, verify)
     dist = recipe.distributed
     zero_stage = dist.zero_stage if dist.strategy == "deepspeed" else None
     check_resume_world(zero_stage, resume, state.num_processes, layout.root)
     callbacks = [
         PlanGuard(contract, state),
         MetricsLog(layout.metrics_file),
-        CheckpointCompletion(state, recipe.checkpointing.keep, resume, on_each_node),
+        CheckpointCompletion(state, recipe.checkpointing.keep, resume, on_each_node, verify),
         stop,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)

@@ -210,6 +210,12 @@ class CheckpointingSection(Section):
     strategy: Cadence = Field("steps", description="When to save: `no`, `steps`, `epoch`.")
     every_steps: int = Field(500, gt=0, description="Save every N optimizer steps (`steps`).")
     keep: int | None = Field(3, gt=0, description="Checkpoints kept; older ones are deleted.")
+    verify_checksums: bool = Field(
+        True,
+        description="Record a checksum (xxh3) of every checkpoint file, and check it before "
+        "resuming: a checkpoint whose bytes changed is set aside. Off for very large "
+        "checkpoints, where reading them back costs too much.",
+    )
     use_node_local_storage: bool = Field(
         False,
         description="DeepSpeed: each node keeps its own shards on its own disk "

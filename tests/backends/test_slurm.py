@@ -32,6 +32,9 @@ from slurm_helpers import (
     wait_until_done,
 )
 
+from launcher.backends.run_lock import read_holder, still_holding
+from launcher.contract import RunLayout
+
 pytestmark = pytest.mark.slurm
 
 GOLDEN = REPO / "tests" / "backends" / "golden"
@@ -88,18 +91,9 @@ def test_requeue_from_outside_resumes_where_it_saved(cluster: None, workdir: Pat
     itself, so the requeue lands mid-run on a machine of any speed. (ZeRO-3 on two nodes takes the
     same path to its end: test_slurm_zero.py.)"""
     run_dir = workdir / "run"
-    launcher(
-        "submit",
-        "sft-mistral",
-        "--cluster",
-        "dev",
-        "--smoke",
-        "--run-dir",
-        str(run_dir),
-        "smoke.max_steps=1000000",
-        "smoke.checkpoint_every=1000000",
-        cwd=workdir,
-    )
+    args = ["sft-mistral", "--smoke", "--run-dir", str(run_dir), "smoke.max_steps=1000000"]
+    args.append("smoke.checkpoint_every=1000000")
+    launcher("submit", *args, "--cluster", "dev", cwd=workdir)
     job = json.loads((run_dir / "job.json").read_text())["job_id"]
     try:
         poll("attempt 0 to train 5 steps", lambda: steps_logged(run_dir) >= 5, 600, run_dir)
@@ -119,12 +113,21 @@ def test_requeue_from_outside_resumes_where_it_saved(cluster: None, workdir: Pat
             600,
             run_dir,
         )
+        # The job is the run's one writer, across its attempts: a second one is refused.
+        for second in (["run", *args], ["submit", *args, "--cluster", "dev"]):
+            refused = launcher(*second, cwd=workdir, check=False)
+            assert refused.returncode == 2, refused.stdout + refused.stderr
+            assert f"is in use by SLURM job {job} (since" in refused.stderr, refused.stderr
+            assert "it is RUNNING" in refused.stderr and "launcher cancel" in refused.stderr
         launcher("cancel", str(run_dir), cwd=workdir)
     finally:  # a failed check must not leave a job that never ends
         subprocess.run(["scancel", job], capture_output=True)
 
     report = wait_until_done(run_dir, timeout=300)
     assert "end: cancelled" in report, report
+    # The job's lock is released or, once the job left the queue, stale.
+    found = read_holder(RunLayout(run_dir))
+    assert found is None or not still_holding(*found)[0], found
     rank0 = (run_dir / "logs" / "rank-0.log").read_text()
     saved = run_dir / "checkpoints" / f"checkpoint-{preempted['step']}"
     assert f"resuming from {saved}" in rank0

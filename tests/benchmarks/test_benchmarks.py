@@ -141,3 +141,20 @@ def test_gpu_sft_tiny_trains_through_the_launcher(tmp_path: Path) -> None:
         assert (args["deepspeed"] is not None) == (strategy == "zero2")
         steps = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in steps if "loss" in r] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.process
+def test_checksum_cost_quick() -> None:
+    """A real checkpoint saved and its manifest written both ways; the share is what the
+    checksums add over the sizes-only manifest, relative to the save."""
+    output = bench("checksum_cost.py", "--quick")
+    header_lines(output)
+    rows = {row[0]: row for row in table(output)}
+    assert set(rows) == {
+        "save (Trainer files)",
+        "manifest, sizes only",
+        "manifest with xxh3 checksums",
+    }
+    assert float(rows["save (Trainer files)"][3]) == 1.0
+    assert float(rows["manifest with xxh3 checksums"][1]) > 0
+    assert re.search(r"checksums cost -?\d+\.\d% of the save \((meets|misses) the goal", output)

@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -243,6 +244,11 @@ class SharedRuns:
         # The last attempt continued the run from its newest complete checkpoint, with the data
         # the reference run prepared into the cache (so cached rows train like fresh ones).
         assert f"continuing run in {killed}" in output, f"{name}: {output[-3000:]}"
+        # The SIGKILLed launcher left its lock: found stale (pid gone) and taken over.
+        assert re.search(
+            rf"note: taking over {re.escape(str(killed))} from `launcher run`, pid \d+ .*that process is gone",
+            output,
+        ), output[:3000]
         assert f"resuming from {newest}" in log, f"{name}: {log[-3000:]}"
         result = json.loads((killed / "result.json").read_text())
         assert result["global_step"] == STEPS, f"{name}: {result}"

@@ -175,6 +175,11 @@ def test_a_graceful_stop_saves_and_continues_to_the_same_weights(
         assert process.poll() is None, process.stdout.read() if process.stdout else ""
         assert time.monotonic() < deadline, "the run logged no 3 steps in 600 s"
         time.sleep(0.02)
+    # One writer: the same command in a second terminal is refused while this one trains.
+    second = launcher("run", *args, "--run-dir", str(stopped), cwd=workdir, check=False)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"is in use by `launcher run`, pid {process.pid} on host" in second.stderr
+    assert f"kill {process.pid}" in second.stderr and "Traceback" not in second.stderr
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 130, output[-3000:]
@@ -186,8 +191,9 @@ def test_a_graceful_stop_saves_and_continues_to_the_same_weights(
     assert not (stopped / "result.json").exists()
 
     offset = (stopped / "logs" / "rank-0.log").stat().st_size
+    assert not (stopped / "lock.json").exists()  # a launcher that stopped gave the run up
     out = launcher("run", *args, "--run-dir", str(stopped), cwd=workdir)
-    assert "continuing run" in out.stdout
+    assert "continuing run" in out.stdout and "taking over" not in out.stdout
     assert f"resuming from {saved}" in rank_log_since(stopped, 0, offset)
     resumed = json.loads((stopped / "result.json").read_text())
     assert resumed["global_step"] == STEPS and resumed["resumed_from"] == str(saved)
@@ -323,26 +329,44 @@ def test_a_checkpoint_cut_short_is_skipped_and_kept(
     killed_run: Callable[[str], Path], shared_runs: SharedRuns
 ) -> None:
     """As if killed while writing its last checkpoint: its optimizer file is short of the
-    manifest. On the fault-injection run of ddp-1-rank, finished and equal to the reference."""
+    manifest; and the one before had a byte of its weights flipped by a flaky file system, its
+    size unchanged (the manifest's checksum finds it). Resume goes back one more checkpoint. On
+    the fault-injection run of ddp-1-rank, finished and equal to the reference."""
     run_dir, args = killed_run("ddp-1-rank"), scenario_args("ddp-1-rank")
     whole = shared_runs.reference("ddp-1-rank")
     checkpoints = run_dir / "checkpoints"
-    set_aside = set(checkpoints.glob(f"incomplete-checkpoint-{STEPS}-*"))
+    set_aside = set(checkpoints.glob("incomplete-checkpoint-*"))
     optimizer = checkpoints / f"checkpoint-{STEPS}" / "optimizer.pt"
     optimizer.write_bytes(optimizer.read_bytes()[: optimizer.stat().st_size // 2])
+    weights = checkpoints / f"checkpoint-{STEPS - 2}" / "model.safetensors"
+    flipped = bytearray(weights.read_bytes())
+    flipped[-9] ^= 0x10  # inside the last tensor's data
+    weights.write_bytes(bytes(flipped))
+    assert (checkpoints / f"checkpoint-{STEPS - 4}" / "launcher-complete.json").exists()
     (run_dir / "result.json").unlink()
 
     offset = (run_dir / "logs" / "rank-0.log").stat().st_size
     launcher("run", *args, "--run-dir", str(run_dir), cwd=run_dir.parent)
     log = rank_log_since(run_dir, 0, offset)
     assert re.search(
+        rf"skipping checkpoint-{STEPS - 2}: model\.safetensors's bytes changed since it was "
+        rf"saved \(xxh3_64 [0-9a-f]+, the manifest says [0-9a-f]+\) although its size did not; "
+        rf"kept as .*incomplete-checkpoint-{STEPS - 2}-",
+        log,
+    ), log[-3000:]
+    assert re.search(
         rf"skipping incomplete checkpoint-{STEPS} \(optimizer\.pt has \d+ bytes, the "
         rf"manifest says \d+\); kept as .*incomplete-checkpoint-{STEPS}-",
         log,
     ), log[-3000:]
-    assert f"resuming from {checkpoints / f'checkpoint-{STEPS - 2}'}" in log, log[-3000:]
-    (kept,) = set(checkpoints.glob(f"incomplete-checkpoint-{STEPS}-*")) - set_aside
-    assert (kept / "optimizer.pt").exists()  # the cut file is kept, not deleted
+    assert f"resuming from {checkpoints / f'checkpoint-{STEPS - 4}'}" in log, log[-3000:]
+    kept = set(checkpoints.glob("incomplete-checkpoint-*")) - set_aside
+    assert sorted(p.name.rsplit("-", 1)[0] for p in kept) == [
+        f"incomplete-checkpoint-{STEPS - 2}",
+        f"incomplete-checkpoint-{STEPS}",
+    ]
+    for folder in kept:  # the cut and the changed files are kept, not deleted
+        assert (folder / "optimizer.pt").exists() and (folder / "model.safetensors").exists()
     assert_same_weights(whole / "model", run_dir / "model")
     # Killed after the final checkpoint but before the end: finish from it, no step beyond.
     shutil.rmtree(run_dir / "model")
