@@ -23,3 +23,21 @@ def read_attempts(layout: RunLayout) -> list[dict]:
     if not layout.attempts_file.exists():
         return []
     return [json.loads(line) for line in layout.attempts_file.read_text().splitlines() if line]
+
+
+def clear_failures(layout: RunLayout) -> None:
+    """Forget the failure reports of earlier attempts (their rank logs keep the details), so that
+    ``launcher status`` shows only how the current attempt fails, if it does."""
+    for path in layout.logs_dir.glob("failure-rank-*.json"):
+        path.unlink(missing_ok=True)
+
+
+def failure_errors(layout: RunLayout) -> list[str]:
+    """The one-line error of each rank that failed in this attempt, rank order."""
+    errors = []
+    for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
+        try:
+            errors.append(json.loads(path.read_text()).get("error", ""))
+        except (OSError, ValueError):
+            continue
+    return errors

@@ -16,6 +16,7 @@ import sys
 import time
 from typing import TextIO
 
+from launcher.backends.attempts import clear_failures
 from launcher.backends.run_dir import check_local_paths, prepare_run_dir, private_files
 from launcher.backends.run_lock import heartbeat, release_run_lock, this_process
 from launcher.errors import LauncherError
@@ -60,6 +61,7 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
         verb = "continuing" if continuing else "starting"
         print(f"{verb} run in {layout.root}", file=out)
         print(plan.summary(), file=out, flush=True)
+        clear_failures(layout)
         returncode = launch(plan, out)
         if layout.stopped_file.exists():
             stopped = json.loads(layout.stopped_file.read_text())

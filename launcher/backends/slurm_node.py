@@ -32,7 +32,7 @@ from pathlib import Path
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from launcher.backends.attempts import record_attempt
+from launcher.backends.attempts import clear_failures, failure_errors, record_attempt
 from launcher.backends.run_dir import PRIVATE_UMASK
 from launcher.backends.run_lock import RunInUse, claim_for_job, release_run_lock, slurm_job
 from launcher.backends.submitit_adapter import slurm_task
@@ -156,13 +156,17 @@ def run_attempt(
     os.umask(PRIVATE_UMASK)  # what this task and its ranks create stays private, as locally
     claim_run(layout, place, token)
     if place.node_rank == 0:
+        clear_failures(layout)
         record_start(layout, place)
     process = start_ranks(python, layout, place)
     while process.poll() is None:
         time.sleep(0.5)
     reason, step = outcome(layout, process.returncode, place.job_id)
     if place.node_rank == 0 and (reason != "time-limit" or record_time_limit):
-        record_end(layout, place, reason, step, returncode=process.returncode)
+        # A failed attempt is recorded with its first failing rank's reason (a hung rank, say).
+        errors = failure_errors(layout) if reason == "failed" else []
+        extra = {"error": errors[0]} if errors else {}
+        record_end(layout, place, reason, step, returncode=process.returncode, **extra)
     if place.node_rank == 0 and reason in ENDS_THE_JOB:
         release_run_lock(layout, slurm_job(place.job_id))
     return reason, step, process.returncode
@@ -190,8 +194,7 @@ def run_node(layout: RunLayout, place: NodePlace, python: str, token: str | None
     recorded by ``NodeTask.checkpoint``, which requeues)."""
     reason, _, returncode = run_attempt(layout, place, python, False, token)
     if reason == "failed":
-        failures = sorted(layout.logs_dir.glob("failure-rank-*.json"))
-        shown = "; ".join(json.loads(f.read_text()).get("error", "") for f in failures[:2])
+        shown = "; ".join(failure_errors(layout)[:2])
         raise RuntimeError(
             f"ranks on node {place.node_rank} exited with {returncode}: {shown or 'see the logs'} "
             f"(rank logs: {layout.logs_dir})"

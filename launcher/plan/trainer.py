@@ -73,6 +73,8 @@ def trainer_arguments_json(
         if recipe.distributed.strategy == "deepspeed"
         else None,
         "ddp_find_unused_parameters": False if recipe.distributed.strategy == "ddp" else None,
+        # The ranks' process group waits this long in a collective (ranks/runtime.py).
+        "ddp_timeout": round(recipe.distributed.timeout_min * 60),
         # The rank creates the distributed state itself (gloo on CPU, see ranks/runtime.py).
         "accelerator_config": {"use_configured_state": True},
     }

@@ -25,6 +25,7 @@ from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
 from launcher.ranks import runtime
+from launcher.ranks.heartbeat import Heartbeat, is_collective_timeout, timeout_report
 from launcher.ranks.logs import guard_secrets, rank_log
 from launcher.recipe.schema import Recipe
 
@@ -46,12 +47,21 @@ def main(argv: list[str]) -> int:
             print(f"[launcher] rank {rank}: error: {error}", file=sys.stderr, flush=True)
             record_failure(layout, rank, str(error))
             return 1
-        except BaseException:
+        except BaseException as error:
             details = traceback.format_exc()
             print(f"[launcher] rank {rank} failed:\n{details}", file=sys.stderr, flush=True)
+            if is_collective_timeout(error):
+                report = timeout_report(layout, rank, timeout_min(layout), error)
+                print(f"[launcher] rank {rank}: error: {report}", file=sys.stderr, flush=True)
+                details = f"{details}\n{report}"
             record_failure(layout, rank, details)
             return 1
     return 0
+
+
+def timeout_min(layout: RunLayout) -> float:
+    recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
+    return float((recipe.get("distributed") or {}).get("timeout_min", 30))
 
 
 def record_failure(layout: RunLayout, rank: int, details: str) -> None:
@@ -80,6 +90,26 @@ def record_failure(layout: RunLayout, rank: int, details: str) -> None:
 
 
 def train(layout: RunLayout) -> None:
+    contract = RunContract.read(layout.contract_file)
+    recipe = Recipe.model_validate(yaml.safe_load(layout.recipe_file.read_text()))
+    trainer_args = json.loads(layout.trainer_args_file.read_text())
+
+    state = runtime.init_distributed(recipe.distributed.timeout_min)
+    heartbeat = Heartbeat(layout, state.process_index)  # names this rank if it ever hangs
+    try:
+        train_in(layout, recipe, contract, trainer_args, state, heartbeat)
+    finally:
+        heartbeat.close()
+
+
+def train_in(
+    layout: RunLayout,
+    recipe: Recipe,
+    contract: RunContract,
+    trainer_args: dict[str, Any],
+    state: Any,
+    heartbeat: Any,
+) -> None:
     from transformers import set_seed
 
     from launcher.checkpoints import check_resume_world, choose_checkpoint, training_finished
@@ -90,11 +120,6 @@ def train(layout: RunLayout) -> None:
     from launcher.ranks.preemption import StopOnSignal, write_stopped
     from launcher.ranks.trainers import build_trainer, make_training_arguments
 
-    contract = RunContract.read(layout.contract_file)
-    recipe = Recipe.model_validate(yaml.safe_load(layout.recipe_file.read_text()))
-    trainer_args = json.loads(layout.trainer_args_file.read_text())
-
-    state = runtime.init_distributed()
     stop = StopOnSignal(state)  # before the slow start-up, so an early signal is not lost
     if state.is_main_process:
         layout.stopped_file.unlink(missing_ok=True)
@@ -136,6 +161,7 @@ def train(layout: RunLayout) -> None:
         MetricsLog(layout.metrics_file),
         CheckpointCompletion(state, recipe.checkpointing.keep, resume, on_each_node, verify),
         stop,
+        heartbeat,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
     say(state, f"resuming from {resume}" if resume else "starting from step 0")

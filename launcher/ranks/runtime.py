@@ -17,24 +17,29 @@ class PlanMismatch(LauncherError):
     """A rank sees other numbers than the plan: training must not start."""
 
 
-def init_distributed() -> Any:
+def init_distributed(timeout_min: float = 30) -> Any:
     """The rank's distributed state; on CPU, one whose barriers and DDP wrapping really happen.
+    A collective that waits longer than ``timeout_min`` for a rank fails instead of hanging.
 
     Without ``cpu=True`` accelerate calls several CPU ranks ``DistributedType.NO``: its barriers
     do nothing and the model is not wrapped in DDP (seen with accelerate 1.15). Under DeepSpeed,
     ``cpu=True`` would turn DeepSpeed off, so there only the backend is set.
     """
     import os
+    from datetime import timedelta
 
     import torch
     from accelerate import PartialState
 
+    timeout = timedelta(minutes=timeout_min)
     launched_ranks = int(os.environ.get("WORLD_SIZE", "1"))
-    if torch.cuda.is_available() or launched_ranks == 1:
+    if launched_ranks == 1:
         return PartialState()  # one process, whatever the plan says: check_numbers will tell
+    if torch.cuda.is_available():
+        return PartialState(timeout=timeout)
     if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
-        return PartialState(backend="gloo")
-    return PartialState(cpu=True, backend="gloo")
+        return PartialState(backend="gloo", timeout=timeout)
+    return PartialState(cpu=True, backend="gloo", timeout=timeout)
 
 
 def close_distributed() -> None:

@@ -204,6 +204,13 @@ class DistributedSection(Section):
     )
     nodes: int = Field(1, gt=0, description="Machines; local runs use one.")
     processes_per_node: int = Field(1, gt=0, description="Ranks per machine (usually its GPUs).")
+    timeout_min: float = Field(
+        30,
+        gt=0,
+        le=24 * 60,
+        description="How long a collective waits for every rank before the run stops, naming "
+        "the ranks that did not arrive (instead of hanging to the time limit).",
+    )
 
 
 class CheckpointingSection(Section):

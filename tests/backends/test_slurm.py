@@ -160,6 +160,8 @@ def test_failing_job_reports_the_rank_and_its_error(cluster: None, workdir: Path
     ), report
     assert "log: " + str(run_dir / "logs" / "rank-0.log") in report
     assert "end: failed" in report
+    (ended,) = events(run_dir, event="end")  # the attempt's record names the rank's reason
+    assert "'text' is not a column of the train split" in ended["error"], ended
 
 
 def test_hostile_values_stay_literal_in_a_real_job(

@@ -44,6 +44,7 @@ import psutil
 import pytest
 from conftest import load_weights
 from run_scenarios import (
+    HANG,
     KILLS,
     SCENARIOS,
     STEPS,
@@ -218,6 +219,41 @@ class SharedRuns:
         assert time.monotonic() < deadline, f"{run_dir}: the run neither progressed nor finished"
         return finished and (run_dir / "result.json").exists()
 
+    def run_and_hang(self, args: list[str], run_dir: Path, cache: Path, target: int) -> None:
+        """Stop rank 1 (SIGSTOP) once the run trained to step ``target``: rank 0 gives up after
+        ``distributed.timeout_min`` and the run ends naming rank 1, instead of hanging to a time
+        limit. Rank 1 is continued once rank 0 recorded its failure, so that it takes the stop
+        its launcher sent and the attempt ends without waiting out torchrun's grace period."""
+        metrics_file, logs = run_dir / "metrics.jsonl", run_dir / "logs"
+        offset = metrics_file.stat().st_size if metrics_file.exists() else 0
+        started = time.time()
+        process = self.start(args, run_dir, cache, capture=True)
+        deadline = time.monotonic() + LAUNCH_TIMEOUT_S
+        try:
+            while newest_step(metrics_file, offset) < target:
+                assert process.poll() is None, f"{run_dir}: ended before step {target}"
+                assert time.monotonic() < deadline, f"{run_dir}: no step {target}"
+                time.sleep(0.02)
+            beat = json.loads((logs / "heartbeat-rank-1.json").read_text())
+            assert beat["time"] >= started, beat  # this attempt's rank 1
+            os.kill(beat["pid"], signal.SIGSTOP)
+            while not (logs / "failure-rank-0.json").exists() and process.poll() is None:
+                assert time.monotonic() < deadline, f"{run_dir}: rank 0 never gave up"
+                time.sleep(0.1)
+            os.kill(beat["pid"], signal.SIGCONT)
+            output, _ = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+        finally:
+            kill_everything(process)
+            self.finish(process)
+        assert process.returncode == 1, output[-4000:]
+        assert "training failed" in output, output[-4000:]
+        assert re.search(
+            r"a collective waited longer than distributed\.timeout_min \(0\.5 min\) on rank 0; "
+            rf"ranks that did not arrive: rank 1 \(host [^,]+, pid {beat['pid']}, last finished "
+            r"step \d+, silent for \d+ s\)",
+            output,
+        ), output[-4000:]
+
     def kill_and_resume(self, name: str, whole: Path, killed: Path, cache: Path) -> Killed:
         """Ten kills with a resume after each, the run to its end, and the comparison with the
         reference; AssertionError naming the scenario when something is wrong."""
@@ -232,6 +268,9 @@ class SharedRuns:
             target = (checkpoint_step(newest) if newest else 0) + rng.randint(1, 4)
             delay = rng.uniform(0.0, 0.3)
             mid_save = attempt % 2 == 1
+            if (name, attempt) == HANG:
+                self.run_and_hang(args, killed, cache, target)
+                continue
             finished = self.run_and_kill(args, killed, cache, target, delay, mid_save)
             assert not finished, f"{name}: attempt {attempt} finished before it could be killed"
 

@@ -8,7 +8,11 @@ least one kill really landed mid-save, which shows as an incomplete checkpoint s
 next resume. A kill stops and kills the launcher, ``accelerate launch`` and every rank.
 
 The last run of each scenario must continue from the newest complete checkpoint the kills left,
-loading the data the reference run prepared into the data cache.
+loading the data the reference run prepared into the data cache. Each resume after a kill takes
+over the run lock the killed launcher left (its pid is gone). On two DDP ranks, one of the ten
+interruptions is a hung rank instead (SIGSTOP): the run must end after
+``distributed.timeout_min``, naming that rank and its pid, and the resume must still reach the
+uninterrupted weights (shared_runs.SharedRuns.run_and_hang).
 
 The kills run in the background (shared_runs.SharedRuns.kill_and_resume), side by side with the
 session's other tests; this test waits for them and reports each scenario.
