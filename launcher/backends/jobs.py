@@ -83,9 +83,11 @@ def status_report(layout: RunLayout, job_id: str | None) -> str:
                 f"attempt {event['attempt']}   {when} start, job {event['job_id']}, {resumed}"
             )
         else:
-            lines.append(
-                f"attempt {event['attempt']}   {when} end: {event['reason']} at step {event.get('step')}"
-            )
+            why = event["reason"]
+            if event.get("nodes_down"):
+                why += f" ({', '.join(event['nodes_down'])} down)"
+            line = f"attempt {event['attempt']}   {when} end: {why} at step {event.get('step')}"
+            lines.append(line + (f": {event['error']}" if event.get("error") else ""))
     newest, incomplete = latest_complete_checkpoint(layout.checkpoints_dir)
     contract = RunContract.read(layout.contract_file) if layout.contract_file.exists() else None
     if contract is not None and contract.checkpoints_on_each_node:

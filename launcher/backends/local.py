@@ -8,6 +8,7 @@ shows up in their output anyway is masked before it is shown or logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,7 +97,8 @@ def launch(plan: Plan, out: TextIO) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hidden = secret_values(plan.recipe.secrets)
     signal.signal(signal.SIGTERM, interrupt)  # `kill` of the launcher stops the ranks cleanly too
-    with open(plan.layout.launcher_log, "a", encoding="utf-8") as log:
+    log = open(plan.layout.launcher_log, "a", encoding="utf-8")
+    try:
         process = subprocess.Popen(
             plan.command,
             stdout=subprocess.PIPE,
@@ -108,11 +110,13 @@ def launch(plan: Plan, out: TextIO) -> int:
         )
         try:
             assert process.stdout is not None
+            logging = True
             for line in process.stdout:
                 line = mask(line, hidden)
                 out.write(line)
                 out.flush()
-                log.write(line)
+                if logging:
+                    logging = write_log(log, line, out)
             return process.wait()
         except KeyboardInterrupt:
             # The ranks save a checkpoint at the end of their current step, then exit.
@@ -122,6 +126,21 @@ def launch(plan: Plan, out: TextIO) -> int:
         finally:
             if process.poll() is None:
                 stop_group(process)
+    finally:
+        with contextlib.suppress(OSError):  # what did not fit on a full disk
+            log.close()
+
+
+def write_log(log: TextIO, line: str, out: TextIO) -> bool:
+    """Append to ``logs/launcher.log``; False once it cannot be written (a full disk), after
+    saying so: the run goes on, and its output still reaches the terminal."""
+    try:
+        log.write(line)
+        log.flush()
+        return True
+    except OSError as error:
+        print(f"[launcher] {log.name} stopped: {error.strerror}", file=out, flush=True)
+        return False
 
 
 def stop_group(process: subprocess.Popen[str], grace_s: float = 60.0) -> None:

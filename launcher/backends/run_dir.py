@@ -138,8 +138,10 @@ def make_run_dir(layout: RunLayout) -> None:
         write_text_atomic(layout.marker_file, json.dumps(marker, indent=1) + "\n")
 
 
-# What may change when a run continues: where and on how many ranks it runs.
-MAY_CHANGE_ON_RESUME = ("distributed.nodes", "distributed.processes_per_node", "resources.")
+# What may change when a run continues: where and on how many ranks it runs, and how long a
+# collective may wait (none of which changes what is trained).
+WORLD_KEYS = ("distributed.nodes", "distributed.processes_per_node")
+MAY_CHANGE_ON_RESUME = (*WORLD_KEYS, "distributed.timeout_min", "resources.")
 
 
 def check_same_recipe(plan: Plan) -> None:
@@ -148,7 +150,7 @@ def check_same_recipe(plan: Plan) -> None:
     current = plan.recipe.model_dump(mode="json")
     all_changes = differences(stored, current)
     changes = [c for c in all_changes if not c[0].startswith(MAY_CHANGE_ON_RESUME)]
-    world = [c for c in all_changes if c[0].startswith("distributed.")]
+    world = [c for c in all_changes if c[0].startswith(WORLD_KEYS)]
     if world and not changes:
         shown = ", ".join(f"{key} {old} -> {new}" for key, old, new in world)
         print(

@@ -27,12 +27,17 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from submitit.helpers import Checkpointable, DelayedSubmission
 
-from launcher.backends.attempts import clear_failures, failure_errors, record_attempt
+from launcher.backends.attempts import (
+    clear_failures,
+    failure_errors,
+    read_attempts,
+    record_attempt,
+)
 from launcher.backends.run_dir import PRIVATE_UMASK
 from launcher.backends.run_lock import RunInUse, claim_for_job, release_run_lock, slurm_job
 from launcher.backends.submitit_adapter import slurm_task
@@ -52,6 +57,7 @@ class NodePlace:
     num_nodes: int
     main_host: str
     attempt: int
+    hosts: tuple[str, ...] = ()
 
     @property
     def port(self) -> int:
@@ -69,6 +75,7 @@ def place_from_slurm() -> NodePlace:
         num_nodes=task.num_nodes,
         main_host=task.hosts[0],
         attempt=task.restarts,
+        hosts=tuple(task.hosts),
     )
 
 
@@ -91,6 +98,13 @@ def start_ranks(python: str, layout: RunLayout, place: NodePlace) -> subprocess.
 
 
 def record_start(layout: RunLayout, place: NodePlace) -> None:
+    """Record this attempt's start; an earlier attempt that never recorded its end (its first
+    node died with it, or it was SIGKILLed) is recorded as lost first."""
+    events = [e for e in read_attempts(layout) if e.get("job_id") == place.job_id]
+    if events and events[-1].get("event") == "start" and events[-1].get("attempt") != place.attempt:
+        lost = NodePlace(**{**asdict(place), "attempt": events[-1]["attempt"]})
+        down = nodes_down(place.hosts)
+        record_end(layout, lost, "lost", None, **({"nodes_down": down} if down else {}))
     contract = RunContract.read(layout.contract_file)  # node-local checkpoints: this node's
     newest, _ = latest_complete_checkpoint(contract.checkpoints_folder())
     record_attempt(layout, {
@@ -162,17 +176,44 @@ def run_attempt(
     while process.poll() is None:
         time.sleep(0.5)
     reason, step = outcome(layout, process.returncode, place.job_id)
+    extra: dict[str, object] = {}
+    if reason == "failed":
+        # Why: a node of the allocation went down (SLURM requeues the job), else the first
+        # failing rank's reason (a hung rank, a full disk...).
+        down = nodes_down(place.hosts)
+        errors = failure_errors(layout)
+        if down:
+            reason, extra = "node-failure", {"nodes_down": down}
+        elif errors:
+            extra = {"error": errors[0]}
     if place.node_rank == 0 and (reason != "time-limit" or record_time_limit):
-        # A failed attempt is recorded with its first failing rank's reason (a hung rank, say).
-        errors = failure_errors(layout) if reason == "failed" else []
-        extra = {"error": errors[0]} if errors else {}
         record_end(layout, place, reason, step, returncode=process.returncode, **extra)
     if place.node_rank == 0 and reason in ENDS_THE_JOB:
         release_run_lock(layout, slurm_job(place.job_id))
     return reason, step, process.returncode
 
 
-# How an attempt ends the job (SLURM requeues after a time limit or a preemption).
+def nodes_down(hosts: tuple[str, ...]) -> list[str]:
+    """The nodes of this allocation that the scheduler sees down, failed or not responding."""
+    if len(hosts) < 2 or shutil.which("sinfo") is None:
+        return []
+    try:
+        listed = subprocess.run(
+            ["sinfo", "-h", "-N", "-n", ",".join(hosts), "-o", "%N %t"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    down = []
+    for line in listed.stdout.splitlines():
+        node, _, state = line.strip().partition(" ")
+        # `*`: not responding; down, fail(ing): taken out of service.
+        if state.endswith("*") or state.rstrip("~#!%$@^-").startswith(("down", "fail")):
+            down.append(node)
+    return sorted(set(down))
+
+
+# How an attempt ends the job (SLURM requeues after a time limit, a preemption, a node failure).
 ENDS_THE_JOB = ("completed", "failed", "cancelled")
 
 

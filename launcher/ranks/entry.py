@@ -25,7 +25,7 @@ from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
 from launcher.ranks import runtime
-from launcher.ranks.heartbeat import Heartbeat, is_collective_timeout, timeout_report
+from launcher.ranks.heartbeat import Heartbeat
 from launcher.ranks.logs import guard_secrets, rank_log
 from launcher.recipe.schema import Recipe
 
@@ -50,8 +50,8 @@ def main(argv: list[str]) -> int:
         except BaseException as error:
             details = traceback.format_exc()
             print(f"[launcher] rank {rank} failed:\n{details}", file=sys.stderr, flush=True)
-            if is_collective_timeout(error):
-                report = timeout_report(layout, rank, timeout_min(layout), error)
+            report = explain(layout, rank, error)
+            if report:
                 print(f"[launcher] rank {rank}: error: {report}", file=sys.stderr, flush=True)
                 details = f"{details}\n{report}"
             record_failure(layout, rank, details)
@@ -59,9 +59,23 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def timeout_min(layout: RunLayout) -> float:
-    recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
-    return float((recipe.get("distributed") or {}).get("timeout_min", 30))
+def explain(layout: RunLayout, rank: int, error: BaseException) -> str | None:
+    """A failure's cause in the user's terms where the libraries' words hide it: a collective
+    that timed out (who did not arrive), a full disk (what is safe, what to free)."""
+    from launcher.ranks.disk_full import disk_full_report, is_disk_full
+    from launcher.ranks.heartbeat import is_collective_timeout, timeout_report
+
+    try:
+        if is_collective_timeout(error):
+            recipe = yaml.safe_load(layout.recipe_file.read_text()) or {}
+            timeout = float((recipe.get("distributed") or {}).get("timeout_min", 30))
+            return timeout_report(layout, rank, timeout, error)
+        checkpoints = RunContract.read(layout.contract_file).checkpoints_folder()
+        if is_disk_full(error, checkpoints):
+            return disk_full_report(checkpoints, error)
+    except Exception as failed:  # the explanation must never hide the failure itself
+        print(f"[launcher] could not explain the failure: {failed}", file=sys.stderr)
+    return None
 
 
 def record_failure(layout: RunLayout, rank: int, details: str) -> None:

@@ -18,21 +18,37 @@ from launcher.secret_env import mask, presence_line, secret_values
 
 
 class Tee:
-    """A text stream that writes to the original stream and to the rank's log file."""
+    """A text stream that writes to the original stream and to the rank's log file. When the
+    file cannot be written (a full disk), the stream alone goes on: a log must never be what
+    ends a rank, nor hide why it ends."""
 
     def __init__(self, stream: TextIO, log: TextIO, hidden: Iterable[str] = ()):
         self.stream, self.log = stream, log
         self.hidden = list(hidden)
+        self.log_failed = False
 
     def write(self, text: str) -> int:
         shown = mask(text, self.hidden)
         self.stream.write(shown)
-        self.log.write(shown)
+        if not self.log_failed:
+            try:
+                self.log.write(shown)
+            except (OSError, ValueError) as error:
+                self.drop_log(error)
         return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
-        self.log.flush()
+        if not self.log_failed:
+            try:
+                self.log.flush()
+            except (OSError, ValueError) as error:
+                self.drop_log(error)
+
+    def drop_log(self, error: BaseException) -> None:
+        self.log_failed = True
+        reason = getattr(error, "strerror", None) or error
+        self.stream.write(f"[launcher] the rank log stopped ({reason}); output goes on here\n")
 
     def isatty(self) -> bool:
         return False
@@ -44,14 +60,18 @@ class Tee:
 @contextmanager
 def rank_log(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8", buffering=1) as log:
-        stdout, stderr = sys.stdout, sys.stderr
-        hidden = secret_values()
-        sys.stdout, sys.stderr = Tee(stdout, log, hidden), Tee(stderr, log, hidden)
+    log = open(path, "a", encoding="utf-8", buffering=1)  # closed below, even on a full disk
+    stdout, stderr = sys.stdout, sys.stderr
+    hidden = secret_values()
+    sys.stdout, sys.stderr = Tee(stdout, log, hidden), Tee(stderr, log, hidden)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
         try:
-            yield
-        finally:
-            sys.stdout, sys.stderr = stdout, stderr
+            log.close()
+        except OSError:
+            pass  # the last lines did not fit on the disk; they went to the terminal
 
 
 def guard_secrets(declared: Iterable[str]) -> str:

@@ -253,3 +253,15 @@ def test_two_launchers_starting_at_once_get_one_lock(tmp_path: Path) -> None:
     ]
     said = sorted(racer.communicate(timeout=60)[0].strip() for racer in racers)
     assert said == ["refused", "refused", "refused", "took"]
+
+
+def test_a_run_continues_with_another_collective_timeout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`distributed.timeout_min` changes how long a rank waits, not what is trained."""
+    run_dir = tmp_path / "run"
+    prepare_run_dir(plan_for(run_dir))
+    patient = build_plan(load_recipe(RECIPE, ["distributed.timeout_min=90"]), run_dir)
+    assert prepare_run_dir(patient) is True
+    assert "another world size" not in capsys.readouterr().out
+    assert "timeout_min: 90.0" in (run_dir / "plan" / "recipe.yaml").read_text()
