@@ -122,11 +122,17 @@ def check_ours(root: Path) -> None:
             f" and {len(entries) - 5} more" if len(entries) > 5 else ""
         )
         raise RunDirError(
-            f"{root} ({root.resolve()}) already exists and is not a launcher run directory: it "
+            f"{shown_path(root)} already exists and is not a launcher run directory: it "
             f"holds {shown}, and no {layout.marker_file.name}. A run is written only into a new "
             "or empty folder, or continued in a run directory the launcher made; nothing was "
             "changed. Choose another --run-dir (a new folder name)."
         )
+
+
+def shown_path(root: Path) -> str:
+    """``root``, and where it really leads when a link makes that another place."""
+    real = root.resolve()
+    return str(root) if real == root else f"{root} ({real})"
 
 
 def make_run_dir(layout: RunLayout) -> None:

@@ -47,8 +47,9 @@ class Tee:
 
     def drop_log(self, error: BaseException) -> None:
         self.log_failed = True
-        reason = getattr(error, "strerror", None) or error
-        self.stream.write(f"[launcher] the rank log stopped ({reason}); output goes on here\n")
+        if isinstance(error, OSError):  # not the file closed at exit (a late library message)
+            reason = error.strerror or error
+            self.stream.write(f"[launcher] the rank log stopped ({reason}); output goes on here\n")
 
     def isatty(self) -> bool:
         return False

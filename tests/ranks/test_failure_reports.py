@@ -112,3 +112,12 @@ def test_a_rank_log_that_cannot_be_written_leaves_the_terminal_going() -> None:
         "step 1\n[launcher] the rank log stopped (No space left on device); output goes on "
         "here\nstep 2\n"
     )
+
+
+def test_a_late_message_after_the_log_closed_is_not_noise() -> None:
+    """Library handlers bound to the tee may write at interpreter exit, after the file closed."""
+    terminal, log = io.StringIO(), io.StringIO()
+    tee = Tee(terminal, log)
+    log.close()
+    tee.write("bye\n")
+    assert terminal.getvalue() == "bye\n"
