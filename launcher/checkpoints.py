@@ -7,7 +7,8 @@ when every file of its manifest is there with that size. A run killed while savi
 without a manifest (or with files that do not match it): resume skips it, names it, and moves it
 aside so that the resumed run never writes into it; nothing is deleted.
 
-The manifest also records a checksum of each file (xxh3-64: several GB/s, see
+The manifest also records a checksum of each file (xxh3-64 of 64 MiB blocks, hashed on every
+core; see
 ``benchmarks/RESULTS.md`` for its cost against the save). Before a resume, one process per storage
 reads the newest complete checkpoint back and sets it aside when a file's bytes changed while its
 size stayed the same (a flaky shared file system), then tries the one before.
@@ -17,8 +18,10 @@ size stayed the same (a flaky shared file system), then tries the one before.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +38,42 @@ def checkpoint_step(folder: Path) -> int | None:
     return int(number) if prefix == "checkpoint" and number.isdigit() else None
 
 
-CHECKSUM = "xxh3_64"
-CHUNK_BYTES = 1 << 20  # fits the CPU cache: 2x the throughput of 8 MiB reads here
+CHECKSUM = "xxh3_64-blocks"  # xxh3-64 of each 64 MiB block, then of the blocks' digests
+BLOCK_BYTES = 64 << 20
+CHUNK_BYTES = 1 << 20  # reads that fit the CPU cache: 2x the throughput of 8 MiB reads here
 
 
-def file_checksum(path: Path) -> str:
-    """xxh3-64 of a file's bytes, read in chunks (checkpoint files run to many GB)."""
+def block_digest(path: Path, start: int) -> bytes:
+    """xxh3-64 of one block of a file, read in cache-sized chunks."""
     import xxhash
 
     digest = xxhash.xxh3_64()
     with open(path, "rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
+        stream.seek(start)
+        left = BLOCK_BYTES
+        while left and (chunk := stream.read(min(CHUNK_BYTES, left))):
             digest.update(chunk)
-    return digest.hexdigest()
+            left -= len(chunk)
+    return digest.digest()
+
+
+def file_checksums(folder: Path, names: list[str]) -> dict[str, str]:
+    """The checksum of each file: its blocks are hashed on every core at once (xxhash releases
+    the GIL), so that reading a checkpoint back costs a fraction of writing it, even when one
+    file holds most of its bytes."""
+    import xxhash
+
+    blocks = [
+        (name, start)
+        for name in names
+        for start in range(0, max((folder / name).stat().st_size, 1), BLOCK_BYTES)
+    ]
+    with ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1)) as pool:
+        digests = list(pool.map(lambda block: block_digest(folder / block[0], block[1]), blocks))
+    joined: dict[str, xxhash.xxh3_64] = {name: xxhash.xxh3_64() for name in names}
+    for (name, _), digest in zip(blocks, digests, strict=True):
+        joined[name].update(digest)
+    return {name: digest.hexdigest() for name, digest in joined.items()}
 
 
 def write_manifest(folder: Path, step: int, world_size: int, checksums: bool = True) -> None:
@@ -64,7 +90,7 @@ def write_manifest(folder: Path, step: int, world_size: int, checksums: bool = T
     }  # fmt: skip
     if checksums:
         manifest["checksum"] = CHECKSUM
-        manifest["checksums"] = {str(p.relative_to(folder)): file_checksum(p) for p in paths}
+        manifest["checksums"] = file_checksums(folder, list(files))
     write_text_atomic(folder / COMPLETE_MARKER, json.dumps(manifest, indent=1), durable=True)
 
 
@@ -72,11 +98,16 @@ def changed_content(folder: Path) -> str | None:
     """Which file of a complete checkpoint no longer has the bytes its manifest recorded, or
     None (also for manifests written without checksums)."""
     manifest = read_manifest(folder) or {}
-    checksums = manifest.get("checksums")
-    if manifest.get("checksum") != CHECKSUM or not isinstance(checksums, dict):
+    recorded = manifest.get("checksums")
+    if manifest.get("checksum") != CHECKSUM or not isinstance(recorded, dict):
         return None
-    for name, expected in checksums.items():
-        found = file_checksum(folder / name)
+    if not all(isinstance(name, str) for name in recorded) or not all(
+        (folder / name).is_file() for name in recorded
+    ):
+        return "a file its checksums name is missing"
+    found_all = file_checksums(folder, list(recorded))
+    for name, expected in recorded.items():
+        found = found_all[name]
         if found != expected:
             return (
                 f"{name}'s bytes changed since it was saved ({CHECKSUM} {found}, the manifest "

@@ -352,9 +352,11 @@ def test_the_manifest_records_each_files_checksum(tmp_path: Path) -> None:
 
     folder = fake_checkpoint(tmp_path, 10)
     manifest = read_manifest(folder)
-    assert manifest is not None and manifest["checksum"] == "xxh3_64"
+    assert manifest is not None and manifest["checksum"] == "xxh3_64-blocks"
+    # One block each here: the file's checksum is the xxh3 of its one block's digest.
     assert manifest["checksums"] == {
-        name: xxhash.xxh3_64((folder / name).read_bytes()).hexdigest() for name in manifest["files"]
+        name: xxhash.xxh3_64(xxhash.xxh3_64((folder / name).read_bytes()).digest()).hexdigest()
+        for name in manifest["files"]
     }
     assert changed_content(folder) is None
     write_manifest(folder, 10, world_size=2, checksums=False)  # checkpointing.verify_checksums
@@ -424,3 +426,26 @@ def test_export_refuses_a_checkpoint_whose_bytes_changed(tmp_path: Path) -> None
     assert f"{newest}: model.safetensors's bytes changed" in message
     assert "at steps: 10; pick one with --checkpoint" in message
     assert choose_checkpoint(layout, 10) == layout.checkpoints_dir / "checkpoint-10"
+
+
+def test_a_change_in_a_later_block_of_a_big_file_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files are hashed in blocks (on every core at once); a byte flipped in the third block of a
+    file, or a block moved, changes its checksum."""
+    import launcher.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "BLOCK_BYTES", 1000)
+    monkeypatch.setattr(checkpoints, "CHUNK_BYTES", 300)
+    folder = tmp_path / "checkpoint-1"
+    folder.mkdir()
+    data = bytes(range(256)) * 20  # 5120 bytes: six blocks
+    (folder / "optimizer.pt").write_bytes(data)
+    write_manifest(folder, 1, world_size=1)
+    assert changed_content(folder) is None
+    flipped = bytearray(data)
+    flipped[2500] ^= 0x01
+    (folder / "optimizer.pt").write_bytes(bytes(flipped))
+    assert "optimizer.pt's bytes changed" in str(changed_content(folder))
+    (folder / "optimizer.pt").write_bytes(data[1000:2000] + data[:1000] + data[2000:])
+    assert changed_content(folder) is not None

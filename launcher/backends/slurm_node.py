@@ -98,13 +98,20 @@ def start_ranks(python: str, layout: RunLayout, place: NodePlace) -> subprocess.
 
 
 def record_start(layout: RunLayout, place: NodePlace) -> None:
-    """Record this attempt's start; an earlier attempt that never recorded its end (its first
-    node died with it, or it was SIGKILLed) is recorded as lost first."""
+    """Record this attempt's start, after the end of an earlier attempt whose node task could not
+    record it (SLURM killed it: its ranks took longer than KillWait to save and exit, or its first
+    node died). Its ranks' ``stopped.json`` (still there: the ranks of this attempt remove it)
+    tells a save on a signal; without one the attempt is lost."""
     events = [e for e in read_attempts(layout) if e.get("job_id") == place.job_id]
     if events and events[-1].get("event") == "start" and events[-1].get("attempt") != place.attempt:
-        lost = NodePlace(**{**asdict(place), "attempt": events[-1]["attempt"]})
-        down = nodes_down(place.hosts)
-        record_end(layout, lost, "lost", None, **({"nodes_down": down} if down else {}))
+        earlier = NodePlace(**{**asdict(place), "attempt": events[-1]["attempt"]})
+        reason, step = outcome(layout, -signal.SIGKILL, place.job_id)
+        down = nodes_down(place.hosts) if reason in ("failed", "preempted") else []
+        if down:
+            reason = "node-failure"
+        elif reason == "failed":
+            reason = "lost"
+        record_end(layout, earlier, reason, step, **({"nodes_down": down} if down else {}))
     contract = RunContract.read(layout.contract_file)  # node-local checkpoints: this node's
     newest, _ = latest_complete_checkpoint(contract.checkpoints_folder())
     record_attempt(layout, {
@@ -177,11 +184,12 @@ def run_attempt(
         time.sleep(0.5)
     reason, step = outcome(layout, process.returncode, place.job_id)
     extra: dict[str, object] = {}
-    if reason == "failed":
-        # Why: a node of the allocation went down (SLURM requeues the job), else the first
-        # failing rank's reason (a hung rank, a full disk...).
+    if reason in ("failed", "preempted"):
+        # A node of the allocation went down: SLURM stops the job (its ranks save on the SIGTERM
+        # when they can, or fail when their peers vanish) and requeues it. Otherwise a failure
+        # is recorded with its first failing rank's reason (a hung rank, a full disk...).
         down = nodes_down(place.hosts)
-        errors = failure_errors(layout)
+        errors = failure_errors(layout) if reason == "failed" else []
         if down:
             reason, extra = "node-failure", {"nodes_down": down}
         elif errors:
@@ -194,7 +202,8 @@ def run_attempt(
 
 
 def nodes_down(hosts: tuple[str, ...]) -> list[str]:
-    """The nodes of this allocation that the scheduler sees down, failed or not responding."""
+    """The nodes of this allocation that the scheduler sees down, failed, drained (taken out
+    after a failure) or not responding."""
     if len(hosts) < 2 or shutil.which("sinfo") is None:
         return []
     try:
@@ -207,8 +216,8 @@ def nodes_down(hosts: tuple[str, ...]) -> list[str]:
     down = []
     for line in listed.stdout.splitlines():
         node, _, state = line.strip().partition(" ")
-        # `*`: not responding; down, fail(ing): taken out of service.
-        if state.endswith("*") or state.rstrip("~#!%$@^-").startswith(("down", "fail")):
+        # `*`: not responding; down, fail(ing), drain(ed/ing): out of service.
+        if state.endswith("*") or state.rstrip("~#!%$@^-").startswith(("down", "fail", "drain")):
             down.append(node)
     return sorted(set(down))
 

@@ -87,9 +87,11 @@ def test_smoke_recipe_on_two_nodes(recipe: str, cluster: None, workdir: Path) ->
 
 def test_requeue_from_outside_resumes_where_it_saved(cluster: None, workdir: Path) -> None:
     """DDP: `scontrol requeue` (what preemption does) makes the job save on SIGTERM and start
-    again from that checkpoint; the run is cancelled once the new attempt trains. It never ends by
-    itself, so the requeue lands mid-run on a machine of any speed. (ZeRO-3 on two nodes takes the
-    same path to its end: test_slurm_zero.py.)"""
+    again from that checkpoint. Then a node goes down mid-job: SLURM requeues the job, which waits
+    for the node to return and resumes from the newest complete checkpoint, the lost attempt
+    recorded as a node failure. The run is cancelled once that attempt trains. It never ends by
+    itself, so each event lands mid-run on a machine of any speed. (ZeRO-3 on two nodes takes the
+    time-limit and preemption path to its end: test_slurm_zero.py.)"""
     run_dir = workdir / "run"
     args = ["sft-mistral", "--smoke", "--run-dir", str(run_dir), "smoke.max_steps=1000000"]
     args.append("smoke.checkpoint_every=1000000")
@@ -119,6 +121,26 @@ def test_requeue_from_outside_resumes_where_it_saved(cluster: None, workdir: Pat
             assert refused.returncode == 2, refused.stdout + refused.stderr
             assert f"is in use by SLURM job {job} (since" in refused.stderr, refused.stderr
             assert "it is RUNNING" in refused.stderr and "launcher cancel" in refused.stderr
+
+        # n2 fails: down (SLURM stops the job and requeues it), then drained so that it stays
+        # out (its slurmd still answers here, and ReturnToService=2 would take it back at once).
+        for state in ("down", "drain"):
+            update = ["scontrol", "update", "nodename=n2", f"state={state}", "reason=test"]
+            subprocess.run(update, check=True)
+        try:
+            poll("the job requeued after the node failure", lambda: requeued(job), 300, run_dir)
+            (lost,) = poll(
+                "attempt 1's end", lambda: events(run_dir, event="end", attempt=1), 300, run_dir
+            )
+        finally:  # the node comes back whatever happened
+            subprocess.run(["scontrol", "update", "nodename=n2", "state=resume"], check=False)
+        assert lost["reason"] == "node-failure" and lost["nodes_down"] == ["n2"], lost
+        (again,) = poll(
+            "attempt 2", lambda: events(run_dir, event="start", attempt=2), 600, run_dir
+        )
+        newest = lost["step"] or preempted["step"]  # saved on the SIGTERM, when the ranks could
+        assert again["resumed_from_step"] == newest, read_attempts(run_dir)
+        poll("attempt 2 to train", lambda: steps_logged(run_dir) >= newest + 3, 600, run_dir)
         launcher("cancel", str(run_dir), cwd=workdir)
     finally:  # a failed check must not leave a job that never ends
         subprocess.run(["scancel", job], capture_output=True)
@@ -131,8 +153,15 @@ def test_requeue_from_outside_resumes_where_it_saved(cluster: None, workdir: Pat
     rank0 = (run_dir / "logs" / "rank-0.log").read_text()
     saved = run_dir / "checkpoints" / f"checkpoint-{preempted['step']}"
     assert f"resuming from {saved}" in rank0
-    steps = logged_steps(run_dir)  # every step once: attempt 1 went on where attempt 0 saved
-    assert sorted(steps) == list(range(1, max(steps) + 1)) and max(steps) > preempted["step"]
+    # Each attempt went on where the one before saved: every step once, none missing (a node
+    # that died without a save would replay the steps since the newest checkpoint).
+    steps = logged_steps(run_dir)
+    assert sorted(steps) == list(range(1, max(steps) + 1)) and max(steps) > newest
+
+
+def requeued(job: str) -> bool:
+    state = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+    return state.stdout.strip() in ("PENDING", "REQUEUED", "REQUEUE_HOLD")
 
 
 def test_failing_job_reports_the_rank_and_its_error(cluster: None, workdir: Path) -> None:
