@@ -105,13 +105,10 @@ def record_start(layout: RunLayout, place: NodePlace) -> None:
     events = [e for e in read_attempts(layout) if e.get("job_id") == place.job_id]
     if events and events[-1].get("event") == "start" and events[-1].get("attempt") != place.attempt:
         earlier = NodePlace(**{**asdict(place), "attempt": events[-1]["attempt"]})
-        reason, step = outcome(layout, -signal.SIGKILL, place.job_id)
-        down = nodes_down(place.hosts) if reason in ("failed", "preempted") else []
-        if down:
-            reason = "node-failure"
-        elif reason == "failed":
+        reason, step, extra = attempt_end(layout, place, -signal.SIGKILL)
+        if reason == "failed" and not extra:
             reason = "lost"
-        record_end(layout, earlier, reason, step, **({"nodes_down": down} if down else {}))
+        record_end(layout, earlier, reason, step, **extra)
     contract = RunContract.read(layout.contract_file)  # node-local checkpoints: this node's
     newest, _ = latest_complete_checkpoint(contract.checkpoints_folder())
     record_attempt(layout, {
@@ -182,23 +179,29 @@ def run_attempt(
     process = start_ranks(python, layout, place)
     while process.poll() is None:
         time.sleep(0.5)
-    reason, step = outcome(layout, process.returncode, place.job_id)
-    extra: dict[str, object] = {}
-    if reason in ("failed", "preempted"):
-        # A node of the allocation went down: SLURM stops the job (its ranks save on the SIGTERM
-        # when they can, or fail when their peers vanish) and requeues it. Otherwise a failure
-        # is recorded with its first failing rank's reason (a hung rank, a full disk...).
-        down = nodes_down(place.hosts)
-        errors = failure_errors(layout) if reason == "failed" else []
-        if down:
-            reason, extra = "node-failure", {"nodes_down": down}
-        elif errors:
-            extra = {"error": errors[0]}
+    reason, step, extra = attempt_end(layout, place, process.returncode)
     if place.node_rank == 0 and (reason != "time-limit" or record_time_limit):
         record_end(layout, place, reason, step, returncode=process.returncode, **extra)
     if place.node_rank == 0 and reason in ENDS_THE_JOB:
         release_run_lock(layout, slurm_job(place.job_id))
     return reason, step, process.returncode
+
+
+def attempt_end(
+    layout: RunLayout, place: NodePlace, returncode: int
+) -> tuple[str, int | None, dict[str, object]]:
+    """How an attempt ended, at which step, and what to record with it. A node of the
+    allocation went down: SLURM stops the job (its ranks save on the SIGTERM when they can, or
+    fail when their peers vanish) and requeues it. Otherwise a failure is recorded with its first
+    failing rank's reason (a hung rank, a full disk...)."""
+    reason, step = outcome(layout, returncode, place.job_id)
+    if reason not in ("failed", "preempted"):
+        return reason, step, {}
+    down = nodes_down(place.hosts)
+    if down:
+        return "node-failure", step, {"nodes_down": down}
+    errors = failure_errors(layout) if reason == "failed" else []
+    return reason, step, ({"error": errors[0]} if errors else {})
 
 
 def nodes_down(hosts: tuple[str, ...]) -> list[str]:

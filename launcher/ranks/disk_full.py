@@ -17,6 +17,7 @@ import shutil
 from pathlib import Path
 
 from launcher.checkpoints import latest_complete_checkpoint, read_manifest
+from launcher.errors import first_line
 from launcher.units import format_bytes
 
 NO_SPACE_WORDS = ("No space left on device", "os error 28", "Disk quota exceeded")
@@ -64,6 +65,6 @@ def disk_full_report(checkpoints: Path, error: BaseException) -> str:
     to_free = f"at least {format_bytes(max(needed - free, 0))} more" if needed else "space"
     lines.append(
         f"Free {to_free} on that disk (or old runs' checkpoints), then run the same command to "
-        f"resume. ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+        f"resume. ({first_line(error)})"
     )
     return " ".join(lines)

@@ -17,11 +17,11 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 from transformers import TrainerCallback
 
 from launcher.contract import RunLayout
+from launcher.errors import first_line
 from launcher.files import write_text_atomic
 
 EVERY_S = 5.0
@@ -88,7 +88,7 @@ def missing_ranks(layout: RunLayout, me: int, now: float, every_s: float = EVERY
     return missing
 
 
-def timeout_report(layout: RunLayout, me: int, timeout_min: float, error: Any) -> str:
+def timeout_report(layout: RunLayout, me: int, timeout_min: float, error: BaseException) -> str:
     """One line for the user: which collective rule fired, and who did not come."""
     missing = missing_ranks(layout, me, time.time())
     if missing:
@@ -102,5 +102,5 @@ def timeout_report(layout: RunLayout, me: int, timeout_min: float, error: Any) -
     return (
         f"a collective waited longer than distributed.timeout_min ({timeout_min:g} min) on rank "
         f"{me}; ranks that did not arrive: {who}. The run stopped instead of waiting for the "
-        f"time limit; resume with the same command. ({str(error).strip().splitlines()[0]})"
+        f"time limit; resume with the same command. ({first_line(error)})"
     )
