@@ -19,6 +19,9 @@ BIN := $(VENV)/bin
 # build of torch first (the lock's version, or any torch>=2.4 with LOCK=none), and pip keeps it.
 TORCH_SPEC ?= $(shell grep -E '^torch==' docker/requirements.lock)
 PYTEST_ARGS ?=
+# Two pytest workers: the SLURM tier (waiting on the scheduler much of its time) runs beside the
+# e2e tier, each in one worker (tests/conftest.py groups them); `make test PARALLEL=` runs one.
+PARALLEL ?= -n 2 --dist loadgroup
 export LAUNCHER_LOCK := $(LOCK)
 
 .PHONY: setup smoke test unit lint reference clean cluster cluster-stop cluster-status test-slurm lock
@@ -50,7 +53,7 @@ smoke: setup
 # root the SLURM tests skip, saying why.
 test: setup
 	if [ "$$(id -u)" = 0 ]; then cluster/devcluster.sh start; else echo "make test: not root, so no local SLURM cluster; the SLURM tests will skip"; fi
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PARALLEL) $(PYTEST_ARGS)
 
 # The in-process tier: no training, no SLURM, no other program started (tests/conftest.py).
 unit: setup

@@ -35,10 +35,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tier markers for ``tests/e2e``, and the two groups ``make test`` runs side by side
+    (``pytest -n 2 --dist loadgroup``): the SLURM tier in one worker (one cluster, jobs that
+    wait on the scheduler much of the time, tests that expect idle nodes) and the e2e tier in
+    the other (its shared runs are one session fixture); the rest fills in around them."""
     for item in items:
         if "e2e" in Path(str(item.fspath)).relative_to(REPO / "tests").parts[:1]:
             item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.xdist_group("e2e"))
+        elif item.get_closest_marker("slurm"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
 @pytest.fixture(autouse=True)
