@@ -20,8 +20,8 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell grep -E '^torch==' docker/requirements.lock)
 PYTEST_ARGS ?=
 # Two pytest workers: the SLURM tier (waiting on the scheduler much of its time) runs beside the
-# e2e tier, each in one worker (tests/conftest.py groups them); `make test PARALLEL=` runs one.
-PARALLEL ?= -n 2 --dist loadgroup
+# e2e tier, each in one worker (tests/conftest.py: worker_group); `make test PARALLEL=` runs one.
+PARALLEL ?= -n 2
 export LAUNCHER_LOCK := $(LOCK)
 
 .PHONY: setup smoke test unit lint reference clean cluster cluster-stop cluster-status test-slurm lock

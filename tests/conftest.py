@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -35,18 +36,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tier markers for ``tests/e2e``, and the two groups ``make test`` runs side by side
-    (``pytest -n 2 --dist loadgroup``): the SLURM tier in one worker (one cluster, jobs that
-    wait on the scheduler much of the time, tests that expect idle nodes) and the e2e tier in
-    the other (its shared runs are one session fixture); the rest fills in around them."""
     for item in items:
         if "e2e" in Path(str(item.fspath)).relative_to(REPO / "tests").parts[:1]:
             item.add_marker(pytest.mark.integration)
-            item.add_marker(pytest.mark.xdist_group("e2e"))
-        elif item.get_closest_marker("slurm"):
-            item.add_marker(pytest.mark.xdist_group("slurm"))
+
+
+# `make test` runs two pytest workers (pytest-xdist, `-n 2`). Two groups of tests must each stay in
+# one worker: the e2e tier (its shared runs are one session fixture) and the tests that submit
+# SLURM jobs (one cluster of two nodes; they expect idle nodes and wait on the scheduler much of
+# the time, which is why they run beside the e2e tier). Every other test is its own unit of work.
+# xdist's own `xdist_group` marker cannot do this here: under pytest 9 it no longer renames the
+# tests it groups, so the groups are named from the test's path.
+SLURM_JOB_FILES = re.compile(r"tests/backends/test_(slurm|slurm_zero|devcluster)\.py$")
+
+
+def worker_group(nodeid: str) -> str:
+    """The unit of work a test belongs to: ``e2e``, ``slurm``, or the test alone."""
+    path = nodeid.split("::", 1)[0]
+    if path.startswith("tests/e2e/"):
+        return "e2e"
+    return "slurm" if SLURM_JOB_FILES.search(path) else nodeid
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-untyped-def]
+    """Under `-n N` (xdist's default distribution), schedule by ``worker_group``; the largest
+    groups start first (xdist orders units by size)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return worker_group(nodeid)
+
+    return GroupScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)

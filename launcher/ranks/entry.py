@@ -111,6 +111,11 @@ def train(layout: RunLayout) -> None:
     state = runtime.init_distributed(recipe.distributed.timeout_min)
     heartbeat = Heartbeat(layout, state.process_index)  # names this rank if it ever hangs
     try:
+        if recipe.distributed.strategy == "deepspeed":
+            from launcher.ranks.extension_builds import load_deepspeed_ops
+
+            offload = recipe.distributed.offload_optimizer != "none"
+            load_deepspeed_ops(runtime.cuda_available(), offload)
         train_in(layout, recipe, contract, trainer_args, state, heartbeat)
     finally:
         heartbeat.close()
