@@ -42,10 +42,11 @@ lock:
 	.venv-newest/bin/python docker/lock.py
 	$(MAKE) test
 
-# The main job: a smoke run of the SFT recipe, offline, on CPU.
+# The main job: a smoke run of the SFT recipe, offline, on CPU, in runs/sft-mistral-smoke (the run
+# directory any `--smoke` run of it gets), started afresh each time.
 smoke: setup
-	rm -rf runs/smoke-sft-mistral
-	HF_HUB_OFFLINE=1 $(BIN)/launcher run recipes/sft-mistral.yaml --smoke --run-dir runs/smoke-sft-mistral
+	rm -rf runs/sft-mistral-smoke
+	HF_HUB_OFFLINE=1 $(BIN)/launcher run recipes/sft-mistral.yaml --smoke
 
 # The full test suite (unit, integration and SLURM tiers), as CI runs it. The local SLURM cluster
 # needs root: without it the cluster is not started and the SLURM tests skip, saying why.

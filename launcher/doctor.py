@@ -57,12 +57,15 @@ class Check:
         return self.needed and self.status in ("missing", "failed")
 
     def line(self) -> str:
-        """Name and status columns, the detail wrapped to 100 columns beside them."""
+        """Name and status columns, the detail wrapped to 100 columns beside them (a path longer
+        than that stays whole on its line, so that it can be copied)."""
         pad = " " * (NAME_WIDTH + STATUS_WIDTH + 4)
+        width = 100 - len(pad)
         wrapped = [
             piece
             for line in self.detail.splitlines() or [""]
-            for piece in textwrap.wrap(line, 100 - len(pad), break_on_hyphens=False) or [""]
+            for piece in textwrap.wrap(line, width, break_on_hyphens=False, break_long_words=False)
+            or [""]
         ]
         first = f"  {self.name:<{NAME_WIDTH}} {self.status:<{STATUS_WIDTH}} {wrapped[0]}"
         return "\n".join([first, *(pad + piece for piece in wrapped[1:])])

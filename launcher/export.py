@@ -35,6 +35,7 @@ from launcher.checkpoints import (
 )
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
+from launcher.outputs import output_folder
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -55,8 +56,13 @@ def export_checkpoint(run_dir: Path, output: Path, step: int | None = None) -> P
     layout = RunLayout(Path(run_dir))
     recipe = read_recipe(layout)
     checkpoint = choose_checkpoint(layout, step)
-    output = Path(output)
-    check_output(output)
+    output = Path(output).expanduser()
+    # A new folder, or an empty one: the export is staged beside it and renamed into place.
+    output_folder(
+        output if output.exists() else output.parent,
+        "the exported model",
+        must_be_empty=output.exists(),
+    )
     if not layout.tokenizer_dir.is_dir():
         raise LauncherError(
             f"{layout.tokenizer_dir} is missing: the run saves its tokenizer there before step 1. "
@@ -186,13 +192,6 @@ def node_local_hint(layout: RunLayout) -> str:
         f"{layout.checkpoints_dir}/checkpoint-N (the shards merge; the other files are the same), "
         "then export again."
     )
-
-
-def check_output(output: Path) -> None:
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise LauncherError(
-            f"{output} already exists and is not empty; name a new folder with -o, or remove it."
-        )
 
 
 def load_checkpoint(checkpoint: Path, recipe: RecipeFacts) -> Loaded:

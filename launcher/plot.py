@@ -20,6 +20,7 @@ from pathlib import Path
 
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
+from launcher.outputs import output_file
 
 # Fixed colours, so a reader (and the tests) can tell the series apart in any panel.
 TRAIN_COLOUR = "#1f77b4"
@@ -66,8 +67,8 @@ def plot_run(run_dir: Path, output: Path | None = None) -> int:
     """``launcher plot RUN_DIR [-o PNG]``: the run's curves as one image (default
     ``RUN_DIR/metrics.png``)."""
     layout = RunLayout(Path(run_dir))
-    output = Path(output) if output else layout.root / "metrics.png"
-    metrics = read_metrics(layout)
+    metrics = read_metrics(layout)  # first: no folder is made for a run that is not there
+    output = output_file(Path(output) if output else layout.root / "metrics.png", "the plot")
     plot_metrics(metrics, output, title=layout.root.name)
     print(f"plot: {describe(metrics)} -> {output}")
     return 0

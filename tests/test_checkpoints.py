@@ -107,14 +107,14 @@ def test_from_scratch_keeps_the_old_run_aside(tmp_path: Path) -> None:
     recipe = load_recipe(REPO / "recipes" / "mlm-scratch.yaml")
     run_dir = tmp_path / "run"
     prepare_run_dir(build_plan(recipe, run_dir))
-    (run_dir / "checkpoints").mkdir()
-    (run_dir / "checkpoints" / "precious").write_text("keep me")
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # something to continue from
+    (run_dir / "checkpoints" / "checkpoint-2" / "precious").write_text("keep me")
     other = load_recipe(REPO / "recipes" / "mlm-scratch.yaml", ["training.learning_rate=1e-3"])
     with pytest.raises(RunDirError, match="--from-scratch"):
         prepare_run_dir(build_plan(other, run_dir))
     assert prepare_run_dir(build_plan(other, run_dir), from_scratch=True) is False
     (old,) = tmp_path.glob("run.old-*")
-    assert (old / "checkpoints" / "precious").read_text() == "keep me"
+    assert (old / "checkpoints" / "checkpoint-2" / "precious").read_text() == "keep me"
     assert "learning_rate: 0.001" in (run_dir / "plan" / "recipe.yaml").read_text()
 
 

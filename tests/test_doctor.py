@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.doctor import check_disk, check_slurm
+from launcher.doctor import Check, check_disk, check_slurm
 
 COMPONENTS = [
     "python",
@@ -206,3 +206,11 @@ def test_doctor_sees_the_dev_cluster(cluster: None, tmp_path: Path) -> None:
     # cluster/dev/slurm.conf.in: ClusterName=launcher-dev, one default partition of 2 nodes.
     assert check.detail.startswith("cluster launcher-dev; partitions (name avail nodes state): ")
     assert re.search(r"debug\* up 2 \w+", check.detail), check.detail
+
+
+def test_a_long_path_in_the_report_stays_whole() -> None:
+    """Details wrap at spaces; a path longer than the column is not cut (it must copy whole)."""
+    path = "/tmp/" + "x" * 70 + "/popen-gw0/" + "y" * 40 + "/runs"
+    line = Check("disk", "ok", f"{path}: 72.52 GiB free of 251.97 GiB (measured at {path})").line()
+    assert line.count(path) == 2, line
+    assert all(len(row) <= 100 or path in row for row in line.splitlines())

@@ -18,9 +18,14 @@ import time
 from typing import TextIO
 
 from launcher.backends.attempts import clear_failures
-from launcher.backends.run_dir import check_local_paths, prepare_run_dir, private_files
+from launcher.backends.run_dir import (
+    check_local_paths,
+    finished_message,
+    prepare_run_dir,
+    private_files,
+)
 from launcher.backends.run_lock import heartbeat, release_run_lock, this_process
-from launcher.errors import LauncherError
+from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.plan.build import Plan
 from launcher.secret_env import mask, secret_values
 
@@ -33,11 +38,12 @@ def run_locally(plan: Plan, out: TextIO = sys.stdout, from_scratch: bool = False
     """Prepare the run directory, launch the ranks, stream their output, report the result.
 
     Everything the run creates is private to its owner (umask 077, inherited by the ranks)."""
-    if plan.batch.nodes != 1:
-        raise LauncherError(
-            f"distributed.nodes is {plan.batch.nodes}: a local run uses this machine only. "
-            "Set distributed.nodes=1 or submit to a cluster."
+    if plan.batch.nodes != 1:  # a recipe problem: exit 2, nothing written
+        message = (
+            f"{plan.batch.nodes}: a local run uses this machine only; set distributed.nodes=1, "
+            "or submit to a cluster (`launcher submit --cluster PROFILE`)"
         )
+        raise RecipeError([RecipeProblem(plan.source, "distributed.nodes", message)])
     check_local_paths(plan)
     with private_files():
         return run_private(plan, out, from_scratch)
@@ -57,7 +63,7 @@ def run_private(plan: Plan, out: TextIO, from_scratch: bool) -> int:
 def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
     layout = plan.layout
     if layout.result_file.exists():
-        print(f"{layout.root} has already finished; nothing to run.", file=out)
+        print(finished_message(layout, "run"), file=out)
     else:
         verb = "continuing" if continuing else "starting"
         print(f"{verb} run in {layout.root}", file=out)
@@ -88,8 +94,18 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM to the launcher (``kill``): it stops the ranks as Ctrl-C does (SIGINT)."""
+
+
 def interrupt(number: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Terminated
+
+
+def signal_to_pass_on(stop: KeyboardInterrupt) -> signal.Signals:
+    """The signal the ranks get when the launcher is stopped: the one it got (Ctrl-C is SIGINT),
+    so that the run reports what the user did."""
+    return signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
 
 
 def launch(plan: Plan, out: TextIO) -> int:
@@ -97,6 +113,8 @@ def launch(plan: Plan, out: TextIO) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     hidden = secret_values(plan.recipe.secrets)
     signal.signal(signal.SIGTERM, interrupt)  # `kill` of the launcher stops the ranks cleanly too
+    # Ctrl-C, even where the launcher was started with SIGINT ignored (a shell's background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     log = open(plan.layout.launcher_log, "a", encoding="utf-8")
     try:
         process = subprocess.Popen(
@@ -118,10 +136,15 @@ def launch(plan: Plan, out: TextIO) -> int:
                 if logging:
                     logging = write_log(log, line, out)
             return process.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             # The ranks save a checkpoint at the end of their current step, then exit.
-            print("\ninterrupted: asking the ranks to save and stop", file=out, flush=True)
-            stop_group(process)
+            passed_on = signal_to_pass_on(stop)
+            print(
+                f"\ninterrupted ({passed_on.name}): asking the ranks to save and stop",
+                file=out,
+                flush=True,
+            )
+            stop_group(process, passed_on)
             return process.returncode if process.returncode is not None else 130
         finally:
             if process.poll() is None:
@@ -143,15 +166,17 @@ def write_log(log: TextIO, line: str, out: TextIO) -> bool:
         return False
 
 
-def stop_group(process: subprocess.Popen[str], grace_s: float = 60.0) -> None:
-    """SIGTERM the whole launch (agent and ranks), wait for every process of the group (the
-    ranks save a checkpoint first), and SIGKILL what is left after ``grace_s``.
+def stop_group(
+    process: subprocess.Popen[str], first: signal.Signals = signal.SIGTERM, grace_s: float = 60.0
+) -> None:
+    """Signal the whole launch (agent and ranks) with ``first``, wait for every process of the
+    group (the ranks save a checkpoint first), and SIGKILL what is left after ``grace_s``.
 
     Waiting for the leader alone is not enough: a one-process ``accelerate launch`` dies of the
     signal at once while its rank is still writing the checkpoint.
     """
     try:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, first)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_s

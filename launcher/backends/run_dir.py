@@ -31,7 +31,8 @@ import yaml
 
 from launcher import __version__
 from launcher.backends.run_lock import Holder, release_run_lock, take_run_lock, this_process
-from launcher.contract import RunLayout
+from launcher.checkpoints import list_checkpoints
+from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.files import write_text_atomic
 from launcher.paths import missing_folder
@@ -83,6 +84,8 @@ def prepare_private_run_dir(plan: Plan, from_scratch: bool, holder: Holder) -> b
         take_run_lock(layout, holder)
         (kept / layout.lock_file.name).unlink(missing_ok=True)
         print(f"--from-scratch: the previous run is kept in {kept}")
+    if layout.result_file.exists():
+        return True  # a finished run stays as it was: nothing rewritten (finished_message)
     continuing = layout.recipe_file.exists()
     if continuing:
         check_same_recipe(plan)
@@ -93,6 +96,28 @@ def prepare_private_run_dir(plan: Plan, from_scratch: bool, holder: Holder) -> b
     if plan.smoke and plan.recipe.data.files:
         write_smoke_data(plan.recipe, layout.smoke_data_dir)
     return continuing
+
+
+def saved_anything(layout: RunLayout) -> bool:
+    """Whether the run in ``layout`` may have a checkpoint to continue from: one in its folder,
+    or checkpoints kept on the nodes' own disks, which cannot be seen from here."""
+    try:
+        contract = RunContract.read(layout.contract_file)
+    except (OSError, ValueError, TypeError):
+        return True  # unreadable: keep the strict rule
+    if contract.checkpoints_on_each_node:
+        return True
+    return bool(list_checkpoints(contract.checkpoints_folder()))
+
+
+def finished_message(layout: RunLayout, doing: str) -> str:
+    """What to say when asked to run or submit a run that has finished: nothing was done, and
+    the ways to train again."""
+    return (
+        f"{layout.root} has already finished; nothing to {doing} (its plan and files are as the "
+        "run left them). To train again: choose another --run-dir for a new run, or add "
+        "--from-scratch to start over here (the finished run is kept aside)."
+    )
 
 
 # What a run directory holds before its first plan is written.
@@ -151,7 +176,8 @@ MAY_CHANGE_ON_RESUME = (*WORLD_KEYS, "distributed.timeout_min", "resources.")
 
 
 def check_same_recipe(plan: Plan) -> None:
-    """A run continues only with the recipe it started with; its world size may change."""
+    """A run continues only with the recipe it started with, unless it saved nothing yet; its
+    world size may change."""
     stored = yaml.safe_load(plan.layout.recipe_file.read_text()) or {}
     current = plan.recipe.model_dump(mode="json")
     all_changes = differences(stored, current)
@@ -164,6 +190,11 @@ def check_same_recipe(plan: Plan) -> None:
             f"batch is now {plan.batch.arithmetic()}. DDP checkpoints load; DeepSpeed ZeRO shards "
             "are refused by the ranks."
         )
+    if changes and not saved_anything(plan.layout):
+        # Nothing to continue from (a run that failed before its first save, its recipe fixed
+        # since): it starts again with the recipe as it is now, no --from-scratch needed.
+        print(f"note: {plan.layout.root} has no checkpoint yet; it starts again with this recipe")
+        return
     if changes:
         shown = "; ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in changes[:8])
         raise RunDirError(

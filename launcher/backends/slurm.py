@@ -24,6 +24,7 @@ from typing import Any
 from launcher.backends.profile import ClusterProfile
 from launcher.backends.run_dir import (
     check_local_paths,
+    finished_message,
     make_private_dir,
     prepare_run_dir,
     private_files,
@@ -188,6 +189,10 @@ def prepare_cluster_run(
     ``holder`` keeps the run lock (``launcher submit``, until it hands it to the job)."""
     check_local_paths(plan)
     prepare_run_dir(plan, from_scratch=from_scratch, holder=holder)
+    if plan.layout.result_file.exists():
+        if holder is not None:
+            release_run_lock(plan.layout, holder)
+        raise LauncherError(finished_message(plan.layout, "submit"))
     make_private_dir(plan.layout.slurm_dir)
 
 

@@ -23,6 +23,10 @@ def plan(
     """
     from launcher.commands.resolve import resolve_plan
 
+    if output:
+        from launcher.outputs import output_folder
+
+        output = output_folder(output, "the plan's files")
     resolved = resolve_plan(
         recipe, overrides, smoke=smoke, run_dir=run_dir, cluster=cluster, nodes=nodes
     )

@@ -7,7 +7,7 @@ def recipes() -> int:
     """List the shipped recipes."""
     import yaml
 
-    from launcher.commands.resolve import SHIPPED_RECIPES
+    from launcher.recipe.loader import SHIPPED_RECIPES
 
     for path in sorted(SHIPPED_RECIPES.glob("*.yaml")):
         data = yaml.safe_load(path.read_text()) or {}

@@ -12,8 +12,6 @@ if TYPE_CHECKING:
     from launcher.backends.profile import ClusterProfile
     from launcher.plan.build import Plan
 
-SHIPPED_RECIPES = Path(__file__).resolve().parent.parent.parent / "recipes"
-
 
 @dataclass(frozen=True)
 class Resolved:
@@ -35,7 +33,7 @@ def resolve_plan(
     ``run_dir`` defaults to ``runs/NAME`` (``runs/NAME-smoke`` for ``--smoke``); a given one is
     made absolute (``~`` expanded, ``..`` folded)."""
     from launcher.plan.build import build_plan
-    from launcher.recipe.loader import display_path, find_yaml, load_recipe
+    from launcher.recipe.loader import SHIPPED_RECIPES, display_path, find_yaml, load_recipe
 
     path = find_yaml(recipe, SHIPPED_RECIPES)
     overrides = list(overrides)

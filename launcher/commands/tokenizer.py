@@ -15,8 +15,10 @@ def tokenizer(recipe: str, overrides: list[str], *, output: Path, smoke: bool = 
     import tempfile
 
     from launcher.commands.resolve import resolve_plan
+    from launcher.outputs import output_folder
     from launcher.ranks.tokenizer_stage import build_and_save_tokenizer
 
+    output = output_folder(output, "the tokenizer")
     scratch = Path(tempfile.mkdtemp(prefix="launcher-tokenizer-"))
     try:
         resolved = resolve_plan(recipe, overrides, smoke=smoke, run_dir=scratch)

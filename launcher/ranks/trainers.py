@@ -15,12 +15,36 @@ from transformers import Trainer
 from launcher.recipe.schema import Recipe
 
 
-class PerplexityTrainer(Trainer):
-    """Adds ``eval_perplexity = exp(eval_loss)`` to evaluation metrics (MLM).
+class MaskedLMTrainer(Trainer):
+    """MLM: evaluation on the same masks every time, and ``eval_perplexity = exp(eval_loss)``.
+
+    The collator masks tokens at random. Training draws its masks from the global RNG (restored on
+    resume, so a resumed run masks as the uninterrupted one did); each evaluation gets a collator
+    of its own seeded with ``eval_mask_seed``, so that the same weights always get the same eval
+    loss (in training, at the end, after a resume).
 
     ``Trainer.evaluate`` hands its metrics dict to ``log`` before returning it, so adding the key
-    here makes it visible to the logs, the best-model selection and the caller alike.
+    there makes it visible to the logs, the best-model selection and the caller alike.
     """
+
+    def __init__(self, *args: Any, eval_mask_seed: int, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.eval_mask_seed = eval_mask_seed
+
+    def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
+        from transformers import DataCollatorForLanguageModeling
+
+        training_collator = self.data_collator
+        self.data_collator = DataCollatorForLanguageModeling(
+            training_collator.tokenizer,
+            mlm=True,
+            mlm_probability=training_collator.mlm_probability,
+            seed=self.eval_mask_seed,
+        )
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = training_collator
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "eval_loss" in logs:
@@ -87,7 +111,8 @@ def build_trainer(
         collator = DataCollatorForLanguageModeling(
             tokenizer, mlm=True, mlm_probability=recipe.data.mlm_probability
         )
-        return PerplexityTrainer(**common, data_collator=collator)
+        seed = recipe.training.seed
+        return MaskedLMTrainer(**common, data_collator=collator, eval_mask_seed=seed)
     from transformers import DataCollatorWithPadding
 
     return Trainer(

@@ -20,6 +20,9 @@ from launcher.recipe.checks import check_recipe
 from launcher.recipe.schema import Recipe
 from launcher.recipe.yaml_data import MAX_BYTES, YamlProblem, load_yaml
 
+# The recipes that ship with the launcher: the command line and `base:` take their names.
+SHIPPED_RECIPES = Path(__file__).resolve().parent.parent.parent / "recipes"
+
 COMMAND_LINE = "command line"
 MAX_BASE_DEPTH = 16
 
@@ -88,14 +91,22 @@ def read_base_chain(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[
         current = None
         if base is not None:
             if not isinstance(base, str) or not base.strip():
-                return chain, [RecipeProblem(source, "base", f"{base!r}: must be a file path")]
+                message = f"{base!r}: must be a recipe file's path or a shipped recipe's name"
+                return chain, [RecipeProblem(source, "base", message)]
             current = (seen[-1].parent / base) if not Path(base).is_absolute() else Path(base)
+            shipped = SHIPPED_RECIPES / (
+                base if base.endswith((".yaml", ".yml")) else f"{base}.yaml"
+            )
+            if why_not_there(current) == "no such file" and "/" not in base and shipped.is_file():
+                current = shipped  # `base: sft-mistral`, as the command line takes it
             missing = why_not_there(current)
             if missing:
                 # Blame the line that names it: the base file itself has nothing to point into.
                 shown = display_path(current)
                 looked = f" (looked for {brief(shown)})" if shown != base else ""
                 message = f"{brief(base)}: {missing}{looked}"
+                if missing == "no such file" and not Path(base).suffix and "/" not in base:
+                    message += ", nor a shipped recipe (`launcher recipes` lists them)"
                 return chain, [RecipeProblem(source, "base", message)]
     return chain, []
 

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO
 
 from launcher.backends.run_dir import RunDirError, prepare_run_dir
@@ -265,3 +266,50 @@ def test_a_run_continues_with_another_collective_timeout(
     assert prepare_run_dir(patient) is True
     assert "another world size" not in capsys.readouterr().out
     assert "timeout_min: 90.0" in (run_dir / "plan" / "recipe.yaml").read_text()
+
+
+def test_a_finished_run_stays_as_it_was(tmp_path: Path) -> None:
+    """`run` (with other numbers, too) on a finished run rewrites nothing, says so with the ways
+    forward and exits 0; `submit` refuses it."""
+    import io
+
+    from launcher.backends.local import run_locally
+    from launcher.backends.slurm import prepare_cluster_run
+    from launcher.errors import LauncherError
+
+    run_dir = tmp_path / "run"
+    prepare_run_dir(resolve_plan(str(RECIPE), [], smoke=True, run_dir=run_dir).plan)
+    (run_dir / "result.json").write_text(json.dumps({"global_step": 6, "final_metrics": {}}))
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    overrides = ["distributed.processes_per_node=2"]
+    two_ranks = resolve_plan(str(RECIPE), overrides, smoke=True, run_dir=run_dir).plan
+    out = io.StringIO()
+    assert run_locally(two_ranks, out=out) == 0
+    said = out.getvalue()
+    assert said.startswith(f"{run_dir} has already finished; nothing to run"), said
+    assert "another --run-dir" in said and "--from-scratch" in said
+    assert "world size" not in said and "starting" not in said
+    with pytest.raises(LauncherError, match="has already finished; nothing to submit"):
+        prepare_cluster_run(two_ranks, holder=this_process("launcher submit"))
+    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert after == before
+    assert read_holder(RunLayout(run_dir)) is None  # the refused submit let go of the lock
+
+
+def test_a_run_that_saved_nothing_starts_again_with_the_fixed_recipe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that failed before its first checkpoint continues with a changed recipe without
+    --from-scratch; once it saved a checkpoint, a changed recipe is refused."""
+    run_dir = tmp_path / "run"
+    prepare_run_dir(plan_for(run_dir))
+    fixed = build_plan(load_recipe(RECIPE, ["training.learning_rate=1e-5"]), run_dir)
+    prepare_run_dir(fixed)
+    assert "has no checkpoint yet; it starts again with this recipe" in capsys.readouterr().out
+    assert (
+        yaml.safe_load((run_dir / "plan" / "recipe.yaml").read_text())["training"]["learning_rate"]
+        == 1e-5
+    )
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    with pytest.raises(RunDirError, match="holds a run of a different recipe"):
+        prepare_run_dir(plan_for(run_dir))

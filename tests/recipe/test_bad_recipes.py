@@ -1128,3 +1128,18 @@ def test_fixture(name: str, fixture_runs: dict[str, Future], golden: Golden) -> 
 def test_every_fixture_has_its_expected_message() -> None:
     stray = {p.stem for p in FIXTURES.glob("*.expected")} - set(fixture_cases())
     assert not stray, f"expected messages without a case: {sorted(stray)}"
+
+
+def test_a_local_run_on_two_nodes_is_a_recipe_error(tmp_path: Path) -> None:
+    """`launcher run` uses this machine only: several nodes are refused as a recipe problem
+    (exit 2) before the run directory exists."""
+    run_dir = tmp_path / "run"
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        code = main(
+            ["run", "sft-mistral", "--smoke", "distributed.nodes=2", "--run-dir", str(run_dir)]
+        )
+    assert code == 2, err.getvalue()
+    assert_problem_lines(err.getvalue())
+    assert "distributed.nodes: 2: a local run uses this machine only" in err.getvalue()
+    assert not run_dir.exists()

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import RECIPES
 from pydantic import BaseModel
 
 from launcher.cli import main
@@ -248,7 +249,23 @@ def test_inheritance_cycle(folder: Path) -> None:
 
 def test_base_must_be_a_path(folder: Path) -> None:
     write(folder / "r.yaml", "base: [a.yaml]\n" + VALID)
-    assert problems("r.yaml") == ["r.yaml: base: ['a.yaml']: must be a file path"]
+    assert problems("r.yaml") == [
+        "r.yaml: base: ['a.yaml']: must be a recipe file's path or a shipped recipe's name"
+    ]
+
+
+def test_base_takes_a_shipped_recipes_name_as_the_command_line_does(folder: Path) -> None:
+    write(folder / "mine.yaml", "base: mlm-scratch\ntraining: {learning_rate: 1.0e-5}\n")
+    recipe = load_recipe(folder / "mine.yaml", [])
+    shipped = load_recipe(RECIPES / "mlm-scratch.yaml", [])
+    assert recipe.training.learning_rate == 1e-5 and recipe.task == shipped.task == "mlm"
+    assert recipe.model == shipped.model and recipe.data == shipped.data
+    # A name that is neither a file beside the recipe nor a shipped recipe is reported missing.
+    write(folder / "other.yaml", "base: no-such-recipe\n" + VALID)
+    assert problems("other.yaml") == [
+        "other.yaml: base: 'no-such-recipe': no such file, nor a shipped recipe "
+        "(`launcher recipes` lists them)"
+    ]
 
 
 # Each level sets the same keys; the later source must win, key by key.

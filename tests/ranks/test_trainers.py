@@ -1,0 +1,53 @@
+"""The per-task trainers (launcher/ranks/trainers.py), in process on a tiny model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import BertWordPieceTokenizer
+from transformers import (
+    DataCollatorForLanguageModeling,
+    DistilBertConfig,
+    DistilBertForMaskedLM,
+    PreTrainedTokenizerFast,
+    TrainingArguments,
+)
+
+from launcher.ranks.trainers import MaskedLMTrainer
+
+TEXT = [f"the {w} sat on the mat and looked at the {v} all day" for w in "abcdefgh" for v in "xyz"]
+
+
+def test_mlm_evaluation_masks_the_same_tokens_every_time(tmp_path: Path) -> None:
+    """The same weights get the same eval loss at every evaluation (the final one equals the
+    in-training one), whatever the global random state."""
+    wordpiece = BertWordPieceTokenizer(lowercase=True)
+    wordpiece.train_from_iterator(TEXT, vocab_size=100, min_frequency=1)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+        cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+    )  # fmt: skip
+    rows = [dict(tokenizer(text)) for text in TEXT]
+    config = DistilBertConfig(
+        vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=1, n_heads=2,
+        max_position_embeddings=64,
+    )  # fmt: skip
+    trainer = MaskedLMTrainer(
+        model=DistilBertForMaskedLM(config),
+        args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]),
+        eval_dataset=rows,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3),
+        eval_mask_seed=7,
+    )
+    torch.manual_seed(0)
+    first = trainer.evaluate()
+    torch.manual_seed(123)  # whatever training did in between
+    second = trainer.evaluate()
+    assert first["eval_loss"] == second["eval_loss"]
+    assert second["eval_perplexity"] > 1
+    # Another seed masks other tokens: the seed is what makes the masks the same.
+    trainer.eval_mask_seed = 8
+    assert trainer.evaluate()["eval_loss"] != first["eval_loss"]
+    # Training still masks from the global RNG (restored on resume).
+    assert trainer.data_collator.seed is None
