@@ -19,8 +19,9 @@ BIN := $(VENV)/bin
 # build of torch first (the lock's version, or any torch>=2.4 with LOCK=none), and pip keeps it.
 TORCH_SPEC ?= $(shell grep -E '^torch==' docker/requirements.lock)
 PYTEST_ARGS ?=
-# Two pytest workers: the SLURM tier (waiting on the scheduler much of its time) runs beside the
-# e2e tier, each in one worker (tests/conftest.py: worker_group); `make test PARALLEL=` runs one.
+# Two pytest workers: one runs the SLURM tier, then the e2e tier; the other runs the rest of the
+# suite while the SLURM tests wait on the scheduler (tests/conftest.py: worker_group).
+# `make test PARALLEL=` runs everything in one.
 PARALLEL ?= -n 2
 export LAUNCHER_LOCK := $(LOCK)
 

@@ -1,7 +1,7 @@
 """Launch overhead: ``launcher run`` against a hand-written TRL script doing the same work.
 
     python benchmarks/launch_overhead.py              # 3 pairs, 300 steps each (about 3 minutes)
-    python benchmarks/launch_overhead.py --quick      # 1 pair, 30 steps
+    python benchmarks/launch_overhead.py --quick      # 1 pair, 10 steps
 
 The fixed job is ``recipes/sft-mistral.yaml --smoke`` (tiny Mistral, packed SFT with TRL, paged
 AdamW, fp32 on CPU) with ``smoke.max_steps`` steps and a checkpoint every ``max_steps / 3``
@@ -236,10 +236,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3, help="launcher/baseline pairs to time")
     parser.add_argument("--steps", type=int, default=300, help="optimizer steps of the job")
-    parser.add_argument("--quick", action="store_true", help="1 pair of 30 steps")
+    parser.add_argument("--quick", action="store_true", help="1 pair of 10 steps")
     parser.add_argument("--keep", type=Path, help="keep the runs in this folder (new or empty)")
     args = parser.parse_args()
-    pairs, steps = (1, 30) if args.quick else (args.pairs, args.steps)
+    pairs, steps = (1, 10) if args.quick else (args.pairs, args.steps)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         report(measure(pairs, steps, args.keep), pairs, steps)

@@ -42,21 +42,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-# `make test` runs two pytest workers (pytest-xdist, `-n 2`). Two groups of tests must each stay in
-# one worker: the e2e tier (its shared runs are one session fixture) and the tests that submit
-# SLURM jobs (one cluster of two nodes; they expect idle nodes and wait on the scheduler much of
-# the time, which is why they run beside the e2e tier). Every other test is its own unit of work.
-# xdist's own `xdist_group` marker cannot do this here: under pytest 9 it no longer renames the
-# tests it groups, so the groups are named from the test's path.
+# `make test` runs two pytest workers (pytest-xdist, `-n 2`). The tests that train on every core
+# stay in one worker, one after the other: those that submit SLURM jobs (one cluster of two nodes;
+# they expect idle nodes) and then the e2e tier (its shared runs are one session fixture). The
+# other worker runs everything else meanwhile, mostly while the SLURM tests wait on the scheduler.
+# (Both heavy tiers side by side took longer than one after the other: on 2 cores they only slow
+# each other down.) xdist's own `xdist_group` marker cannot do this here: under pytest 9 it no
+# longer renames the tests it groups, so the group is named from the test's path.
 SLURM_JOB_FILES = re.compile(r"tests/backends/test_(slurm|slurm_zero|devcluster)\.py$")
 
 
 def worker_group(nodeid: str) -> str:
-    """The unit of work a test belongs to: ``e2e``, ``slurm``, or the test alone."""
+    """The unit of work a test belongs to: ``training`` (SLURM jobs, then e2e) or the test alone."""
     path = nodeid.split("::", 1)[0]
-    if path.startswith("tests/e2e/"):
-        return "e2e"
-    return "slurm" if SLURM_JOB_FILES.search(path) else nodeid
+    if path.startswith("tests/e2e/") or SLURM_JOB_FILES.search(path):
+        return "training"
+    return nodeid
 
 
 @pytest.hookimpl(optionalhook=True)

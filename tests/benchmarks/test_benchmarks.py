@@ -107,11 +107,11 @@ def test_launch_overhead_quick(tmp_path: Path) -> None:
     assert float(ratio[1]) > 0 and float(ratio[3]) > 0  # total, to first step
     assert 0 < float(launcher[2]) < float(launcher[3])  # its own start-up, before accelerate
     # Same work on both sides: the steps, and the training loss to 5 decimals.
-    assert launcher[7] == baseline[7] == "30"
+    assert launcher[7] == baseline[7] == "10"
     assert abs(float(launcher[9]) - float(baseline[9])) < 1e-5
     # Both sides used the fixture's tokenizer (neither trained one) and fresh data caches.
     plan = json.loads((keep / "fixture" / "plan" / "trainer_args.json").read_text())
-    assert plan["max_steps"] == 30
+    assert plan["max_steps"] == 10
     recipe = (keep / "launcher-0" / "plan" / "recipe.yaml").read_text()
     tokenizer = recipe.split("\ntokenizer:", 1)[1].split("\ndata:", 1)[0]
     assert f"pretrained: {keep / 'fixture' / 'tokenizer'}" in tokenizer

@@ -10,14 +10,19 @@ HANG = ("ddp-2-ranks", 4)  # this scenario's attempt 4 hangs one rank instead of
 STEPS = 60
 COMMON = ["sft-mistral", "--smoke", f"smoke.max_steps={STEPS}", "smoke.checkpoint_every=2"]
 # name: (overrides, largest difference allowed between the killed run's weights and whole's)
-# The ZeRO ones accumulate gradients over 2 micro-batches (the recipe's optimizer: paged AdamW).
-ZERO = ["distributed.strategy=deepspeed", "training.gradient_accumulation_steps=2"]
+# The ZeRO ones run on two ranks (each saves its own shards) and accumulate gradients over 2
+# micro-batches (the recipe's optimizer: paged AdamW).
+ZERO = [
+    "distributed.strategy=deepspeed",
+    "distributed.processes_per_node=2",
+    "training.gradient_accumulation_steps=2",
+]
 SCENARIOS = {
     "ddp-1-rank": ([], 0.0),
     # One of its interruptions is a rank that hangs (SIGSTOP): the others give up after 30 s.
     "ddp-2-ranks": (["distributed.processes_per_node=2", "distributed.timeout_min=0.5"], 1e-6),
-    "zero2-1-rank": ([*ZERO, "distributed.zero_stage=2"], 0.0),
-    "zero3-1-rank": ([*ZERO, "distributed.zero_stage=3"], 0.0),
+    "zero2-2-ranks": ([*ZERO, "distributed.zero_stage=2"], 0.0),
+    "zero3-2-ranks": ([*ZERO, "distributed.zero_stage=3"], 0.0),
 }
 
 

@@ -1,7 +1,7 @@
 """Runs that several e2e tests check, trained once per session, in the background.
 
 ``launcher run sft-mistral --smoke smoke.max_steps=60 smoke.checkpoint_every=2`` in the four
-configurations of ``SCENARIOS`` (DDP on one rank and on two, DeepSpeed ZeRO-2 and ZeRO-3 on one,
+configurations of ``SCENARIOS`` (DDP on one rank and on two, DeepSpeed ZeRO-2 and ZeRO-3 on two,
 accumulating over 2 micro-batches).
 For each of them:
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 pytest_plugins = ["shared_runs"]
 
 FOUR_STEPS = ["smoke.max_steps=4", "smoke.checkpoint_every=2"]
-SHARED = {"ddp": "ddp-1-rank", "zero2": "zero2-1-rank", "zero3": "zero3-1-rank"}
+SHARED = {"ddp": "ddp-1-rank", "zero2": "zero2-2-ranks", "zero3": "zero3-2-ranks"}
 RUNS = {
     "zero3-bf16": (
         "sft-mistral",

@@ -1,8 +1,8 @@
 """Fault injection: SIGKILL a run at random moments, ten times, resuming after each; the final
 weights must equal those of a run that was never interrupted.
 
-Four scenarios (run_scenarios.SCENARIOS): DDP on one rank and on two, ZeRO-2 and ZeRO-3 on one
-rank; bit for bit, except within 1e-6 on two DDP ranks. Every other kill is aimed at a checkpoint
+Four scenarios (run_scenarios.SCENARIOS): DDP on one rank and on two, ZeRO-2 and ZeRO-3 on two
+ranks; bit for bit, except within 1e-6 on two DDP ranks. Every other kill is aimed at a checkpoint
 being written (a ``checkpoint-N`` folder without its manifest yet); a scenario fails unless at
 least one kill really landed mid-save, which shows as an incomplete checkpoint set aside on the
 next resume. A kill stops and kills the launcher, ``accelerate launch`` and every rank.

@@ -135,22 +135,25 @@ def assert_metrics_and_tensorboard(run_dir: Path, workdir: Path, steps: int) -> 
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, shared_runs: SharedRuns) -> None:
-    """The shared reference runs of zero2-1-rank and zero3-1-rank: the recipe's paged AdamW under
-    DeepSpeed, accumulating over 2 micro-batches."""
-    run_dir = shared_runs.reference(f"zero{stage}-1-rank")
-    assert "training.gradient_accumulation_steps=2" in scenario_args(f"zero{stage}-1-rank")
+def test_sft_deepspeed_zero_two_ranks_paged_adamw(stage: int, shared_runs: SharedRuns) -> None:
+    """The shared reference runs of zero2-2-ranks and zero3-2-ranks: the recipe's paged AdamW under
+    DeepSpeed on two CPU ranks, accumulating over 2 micro-batches, each rank saving its shards."""
+    run_dir = shared_runs.reference(f"zero{stage}-2-ranks")
+    assert "training.gradient_accumulation_steps=2" in scenario_args(f"zero{stage}-2-ranks")
 
     assert f"DeepSpeed ZeRO-{stage}" in (run_dir / "plan" / "summary.txt").read_text()
     ds = json.loads((run_dir / "plan" / "deepspeed.json").read_text())
     assert ds["gradient_accumulation_steps"] == 2
-    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 2 * 1
-    log = rank_lines(run_dir, 0)
-    assert f"world 1, global batch {ds['train_batch_size']} as planned" in log
+    assert ds["train_batch_size"] == ds["train_micro_batch_size_per_gpu"] * 2 * 2
+    for rank in (0, 1):
+        log = rank_lines(run_dir, rank)
+        assert f"world 2, global batch {ds['train_batch_size']} as planned" in log
     # The optimizer that really steps, unwrapped from DeepSpeed's wrappers.
-    assert "bitsandbytes.optim.adamw.AdamW (paged, 32-bit states)" in log
+    assert "bitsandbytes.optim.adamw.AdamW (paged, 32-bit states)" in rank_lines(run_dir, 0)
     last = run_dir / "checkpoints" / f"checkpoint-{STEPS}"
-    assert (last / f"global_step{STEPS}" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").exists()
+    for rank in (0, 1):
+        shard = last / f"global_step{STEPS}" / f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+        assert shard.exists()
     assert (last / "launcher-complete.json").exists()
     from transformers import AutoModelForCausalLM
 
@@ -161,8 +164,8 @@ def test_sft_deepspeed_zero_one_rank_paged_adamw(stage: int, shared_runs: Shared
 def test_a_graceful_stop_saves_and_continues_to_the_same_weights(
     workdir: Path, shared_runs: SharedRuns
 ) -> None:
-    """SIGTERM to the launcher (like Ctrl-C) saves a checkpoint at the step it was at; the same
-    command continues from it to the weights of the run never stopped (the shared reference).
+    """Ctrl-C (SIGINT to the launcher) saves a checkpoint at the step it was at, reported as
+    SIGINT; the same command continues from it to the weights of the run never stopped (the shared reference).
 
     A run killed (SIGKILL) and resumed is test_fault_injection.py, ten times per scenario, with
     its checks that the last run continued from the newest complete checkpoint and loaded the
@@ -180,10 +183,11 @@ def test_a_graceful_stop_saves_and_continues_to_the_same_weights(
     assert second.returncode == 2, second.stdout + second.stderr
     assert f"is in use by `launcher run`, pid {process.pid} on host" in second.stderr
     assert f"kill {process.pid}" in second.stderr and "Traceback" not in second.stderr
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal.SIGINT)  # what Ctrl-C sends (the ranks are in their own session)
     output, _ = process.communicate(timeout=300)
     assert process.returncode == 130, output[-3000:]
-    match = re.search(r"stopped on SIGTERM with a complete checkpoint at step (\d+)", output)
+    assert "interrupted (SIGINT): asking the ranks to save and stop" in output
+    match = re.search(r"stopped on SIGINT with a complete checkpoint at step (\d+)", output)
     assert match, output[-3000:]
     step = int(match.group(1))
     saved = stopped / "checkpoints" / f"checkpoint-{step}"
@@ -406,14 +410,14 @@ def test_ddp_run_continues_on_another_world_size(killed_run: Callable[[str], Pat
 def test_zero_shards_refuse_another_world_size_before_training(
     killed_run: Callable[[str], Path],
 ) -> None:
-    """The fault-injection run of zero2-1-rank (one rank), continued on two: refused."""
-    run_dir = killed_run("zero2-1-rank")
+    """The fault-injection run of zero2-2-ranks (two ranks), continued on one: refused."""
+    run_dir = killed_run("zero2-2-ranks")
     forget_last_checkpoint(run_dir)
     logged = (run_dir / "metrics.jsonl").read_text()
     out = launcher(
         "run",
-        *scenario_args("zero2-1-rank"),
-        "distributed.processes_per_node=2",
+        *scenario_args("zero2-2-ranks"),
+        "distributed.processes_per_node=1",
         "--run-dir",
         str(run_dir),
         cwd=run_dir.parent,
@@ -421,8 +425,8 @@ def test_zero_shards_refuse_another_world_size_before_training(
     )
     assert out.returncode == 1
     assert (
-        f"checkpoint-{STEPS - 2} holds DeepSpeed ZeRO-2 shards written by 1 ranks, but this run "
-        "has 2" in (out.stderr + out.stdout)
+        f"checkpoint-{STEPS - 2} holds DeepSpeed ZeRO-2 shards written by 2 ranks, but this run "
+        "has 1" in (out.stderr + out.stdout)
     )
     assert "launcher export" in out.stderr + out.stdout
     assert not (run_dir / "checkpoints" / f"checkpoint-{STEPS}").exists(), "it trained anyway"
