@@ -62,6 +62,73 @@ ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 
+# Every field each architecture's transformers config takes (its ``__init__`` and ``to_dict``,
+# PretrainedConfig's own included), so that a typo in ``model.config`` is caught at plan time
+# without importing transformers (a config class keeps an unknown keyword as a plain attribute
+# and nothing reads it). tests/plan/test_architectures.py compares them with the installed
+# transformers and prints the lists to paste when a release changes them.
+COMMON_CONFIG_FIELDS = frozenset(
+    {
+        "_name_or_path", "architectures", "chunk_size_feed_forward", "dtype", "id2label",
+        "is_encoder_decoder", "label2id", "model_type", "output_attentions",
+        "output_hidden_states", "problem_type", "return_dict", "transformers_version",
+        "torch_dtype",  # dtype's name before transformers 5, still read
+    }
+)  # fmt: skip
+_DECODER_FIELDS = {
+    "attention_dropout", "bos_token_id", "eos_token_id", "head_dim", "hidden_act", "hidden_size",
+    "initializer_range", "intermediate_size", "max_position_embeddings", "num_attention_heads",
+    "num_hidden_layers", "num_key_value_heads", "pad_token_id", "rms_norm_eps", "rope_parameters",
+    "tie_word_embeddings", "use_cache", "vocab_size",
+    "rope_theta", "rope_scaling",  # older names transformers still turns into rope_parameters
+}  # fmt: skip
+CONFIG_FIELDS: dict[str, frozenset[str]] = {
+    "mistral": frozenset(_DECODER_FIELDS | {"sliding_window"}),
+    "llama": frozenset(_DECODER_FIELDS | {"attention_bias", "mlp_bias", "pretraining_tp"}),
+    "distilbert": frozenset(
+        {
+            "activation", "attention_dropout", "bos_token_id", "dim", "dropout", "eos_token_id",
+            "hidden_dim", "initializer_range", "max_position_embeddings", "n_heads", "n_layers",
+            "pad_token_id", "qa_dropout", "seq_classif_dropout", "sinusoidal_pos_embds",
+            "tie_word_embeddings", "vocab_size",
+        }
+    ),
+    "bert": frozenset(
+        {
+            "add_cross_attention", "attention_probs_dropout_prob", "bos_token_id",
+            "classifier_dropout", "eos_token_id", "hidden_act", "hidden_dropout_prob",
+            "hidden_size", "initializer_range", "intermediate_size", "is_decoder",
+            "layer_norm_eps", "max_position_embeddings", "num_attention_heads",
+            "num_hidden_layers", "pad_token_id", "tie_word_embeddings", "type_vocab_size",
+            "use_cache", "vocab_size",
+        }
+    ),
+}  # fmt: skip
+# The generic names transformers also answers to (a config class's ``attribute_map``): a recipe
+# may write either; the plan counts with the class's own name.
+CONFIG_ALIASES: dict[str, dict[str, str]] = {
+    "distilbert": {"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"},
+}  # fmt: skip
+# Architectures whose positions are learned embeddings: a longer sequence has no position to use.
+LEARNED_POSITIONS = ("bert", "distilbert", "roberta", "xlm-roberta", "electra", "albert", "gpt2")
+
+
+def own_names(architecture: str, config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with transformers' generic aliases renamed to the architecture's own fields."""
+    aliases = CONFIG_ALIASES.get(architecture, {})
+    return {aliases.get(key, key): value for key, value in config.items()}
+
+
+def unknown_config_fields(architecture: str, config: dict[str, Any]) -> list[str]:
+    """The keys of ``config`` that the architecture's config class does not take."""
+    known = (
+        CONFIG_FIELDS[architecture]
+        | COMMON_CONFIG_FIELDS
+        | set(CONFIG_ALIASES.get(architecture, {}))
+    )
+    return [key for key in config if key not in known]
+
+
 TASK_MODELS: dict[str, dict[str, str]] = {
     "mistral": {
         "sft": "MistralForCausalLM",
@@ -91,7 +158,7 @@ def full_config(architecture: str, config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURE_DEFAULTS)}"
         )
-    return {**ARCHITECTURE_DEFAULTS[architecture], **config}
+    return {**ARCHITECTURE_DEFAULTS[architecture], **own_names(architecture, config)}
 
 
 # ``--smoke`` models: the same architecture at a size a laptop CPU trains in seconds.

@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from launcher.architectures import full_config
+from launcher.architectures import LEARNED_POSITIONS, full_config
 from launcher.contract import RunContract, RunLayout, rank_launch_command
+from launcher.errors import RecipeError, RecipeProblem
 from launcher.plan.accelerate import accelerate_config
 from launcher.plan.batch import BatchNumbers, batch_numbers
 from launcher.plan.deepspeed import deepspeed_config
@@ -154,6 +155,7 @@ def build_plan(
     if smoke:
         recipe, notes = apply_smoke(recipe, layout, exists, tuple(overrides))
     recipe = with_absolute_files(recipe)
+    check_positions(recipe, source, exists)
     batch = batch_numbers(recipe)
     model_config = resolved_model_config(recipe, exists)
     hidden = hidden_size(model_config) if model_config else None
@@ -195,6 +197,34 @@ def build_plan(
         parameters=parameters,
         memory=memory,
     )
+
+
+def check_positions(recipe: Recipe, source: str, exists: Callable[[Path], bool]) -> None:
+    """``data.max_length`` must fit a model whose positions are learned embeddings (BERT,
+    DistilBERT...): a longer sample has no position to use and the first batch crashes."""
+    config: dict[str, Any] = {}
+    if recipe.model.pretrained:
+        config_file = Path(recipe.model.pretrained).expanduser() / "config.json"
+        if exists(config_file):
+            config = json.loads(config_file.read_text())
+    family = recipe.model.architecture or config.get("model_type")
+    if recipe.model.architecture:
+        config = full_config(recipe.model.architecture, {**config, **recipe.model.config})
+    positions = config.get("max_position_embeddings")
+    if family not in LEARNED_POSITIONS or not isinstance(positions, int):
+        return
+    usable = positions - 2 if family in ("roberta", "xlm-roberta") else positions  # padding offset
+    if recipe.data.max_length > usable:
+        where = (
+            "model.config.max_position_embeddings"
+            if recipe.model.architecture
+            else (f"{recipe.model.pretrained}/config.json")
+        )
+        message = (
+            f"{recipe.data.max_length}: longer than the {usable} positions the model has "
+            f"({where}); at most {usable}"
+        )
+        raise RecipeError([RecipeProblem(source, "data.max_length", message)])
 
 
 def with_absolute_files(recipe: Recipe) -> Recipe:

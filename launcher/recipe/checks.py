@@ -7,9 +7,16 @@ under DDP, an offloaded optimizer that is not the one asked for, a best-model me
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 
-from launcher.architectures import DECODERS, ENCODERS
+from launcher.architectures import (
+    CONFIG_ALIASES,
+    CONFIG_FIELDS,
+    DECODERS,
+    ENCODERS,
+    unknown_config_fields,
+)
 from launcher.recipe.schema import Recipe, TokenizerSection, split_name
 
 Problem = tuple[str, str]
@@ -53,6 +60,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     checks: list[Callable[[Recipe], Iterator[Problem]]] = [
         check_model,
         check_model_sizes,
+        check_model_config_fields,
         check_checkpoint_storage,
         check_paths,
         check_tokenizer,
@@ -91,6 +99,34 @@ def check_model_sizes(recipe: Recipe) -> Iterator[Problem]:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 yield f"{section}.{key}", f"{value!r}: must be a positive whole number"
+
+
+def check_model_config_fields(recipe: Recipe) -> Iterator[Problem]:
+    """Each ``model.config`` (and ``smoke.tiny_config``) key must be a field of the architecture's
+    transformers config: the config class would keep a typo as an attribute nobody reads."""
+    architecture = recipe.model.architecture
+    if architecture not in CONFIG_FIELDS:
+        return
+    own = sorted(CONFIG_FIELDS[architecture])
+    aliases = CONFIG_ALIASES.get(architecture, {})
+    for section, config in (
+        ("model.config", recipe.model.config),
+        ("smoke.tiny_config", recipe.smoke.tiny_config),
+    ):
+        for key in unknown_config_fields(architecture, config):
+            close = difflib.get_close_matches(key, [*own, *aliases], n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            yield (
+                f"{section}.{key}",
+                f"not a field of the {architecture} config; {hint}its fields: {', '.join(own)}",
+            )
+        for alias, name in aliases.items():
+            if alias in config and name in config:
+                yield (
+                    f"{section}.{alias}",
+                    f"the same field as {section}.{name} (the {architecture} config calls it "
+                    f"{name}); set one of them",
+                )
 
 
 def check_paths(recipe: Recipe) -> Iterator[Problem]:

@@ -567,3 +567,17 @@ def test_plan_shows_how_bitsandbytes_states_are_counted() -> None:
     assert "flat fp32 partitions" in states and "CUDA unified memory" in states
     # Torch optimizers get no extra line.
     assert len(_summary_memory_lines("training.optimizer=adamw_torch")) == 1
+
+
+@pytest.mark.parametrize("task", ["mlm", "classification"])
+def test_distilbert_counted_under_transformers_generic_names(task: str) -> None:
+    """`hidden_size`, `num_hidden_layers`, `num_attention_heads` (DistilBertConfig's aliases of
+    dim, n_layers, n_heads) plan the model transformers builds from them."""
+    generic = {
+        "vocab_size": 100, "hidden_size": 32, "hidden_dim": 48,
+        "num_hidden_layers": 2, "num_attention_heads": 4,
+    }  # fmt: skip
+    model = _build("distilbert", task, generic, num_labels=2)
+    counted = count_parameters("distilbert", generic, task)
+    assert counted.total == sum(p.numel() for p in model.parameters())
+    assert (counted.total, counted.largest_layer) == _deepspeed_counts(model)

@@ -846,7 +846,7 @@ def test_deep_nesting(name: str, depth: int, style: str, placement: str) -> None
 
 def test_nesting_up_to_the_limit_is_accepted() -> None:
     """The limit is on the whole document: root mapping, `smoke`, `tiny_config`, then the value."""
-    text = TEXTS["sft-mistral.yaml"] + "smoke:\n  tiny_config:\n    deep: "
+    text = TEXTS["sft-mistral.yaml"] + "smoke:\n  tiny_config:\n    rope_parameters: "
     accepted = plan(write_case(text + nested(MAX_DEPTH - 3, "flow mapping") + "\n"))
     assert accepted[0] == 0, accepted[2]
     refused = plan(write_case(text + nested(MAX_DEPTH - 2, "flow mapping") + "\n"))
@@ -1143,3 +1143,29 @@ def test_a_local_run_on_two_nodes_is_a_recipe_error(tmp_path: Path) -> None:
     assert_problem_lines(err.getvalue())
     assert "distributed.nodes: 2: a local run uses this machine only" in err.getvalue()
     assert not run_dir.exists()
+
+
+def test_model_config_fields_are_those_of_the_architecture() -> None:
+    """A typo in model.config is refused with the architecture's fields and the closest one;
+    transformers' generic names are accepted (DistilBERT's hidden_size is its dim)."""
+    code, _, err = plan("mlm-scratch", "--smoke", "model.config.num_hiden_layers=3")
+    assert code == 2, err
+    assert_problem_lines(err)
+    assert (
+        "model.config.num_hiden_layers: not a field of the distilbert config; did you mean "
+        "'num_hidden_layers'? its fields: activation, attention_dropout," in err
+    )
+    code, out, err = plan("mlm-scratch", "model.config.num_hidden_layers=2")
+    assert code == 0, err
+    code, _, err = plan("mlm-scratch", "model.config.hidden_size=64", "model.config.dim=64")
+    assert code == 2 and "model.config.hidden_size: the same field as model.config.dim" in err
+
+
+def test_max_length_beyond_learned_positions_is_refused_at_plan_time() -> None:
+    code, _, err = plan("classification-imdb", "data.max_length=1024")
+    assert code == 2, err
+    assert_problem_lines(err)
+    assert "data.max_length: 1024: longer than the 512 positions the model has" in err
+    assert plan("classification-imdb", "data.max_length=512")[0] == 0
+    # Rotary positions (Mistral) have no such table: a long context is the user's choice.
+    assert plan("sft-mistral", "data.max_length=200000")[0] == 0

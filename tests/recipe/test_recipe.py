@@ -271,9 +271,9 @@ def test_base_takes_a_shipped_recipes_name_as_the_command_line_does(folder: Path
 # Each level sets the same keys; the later source must win, key by key.
 PRECEDENCE_LEVELS = [
     ("defaults", 5e-5, 42, {}),
-    ("base", 1e-3, 1, {"a": 1, "b": 1}),
-    ("recipe", 2e-3, 2, {"a": 1, "b": 2}),
-    ("overrides", 3e-3, 3, {"a": 1, "b": 2, "c": 3}),
+    ("base", 1e-3, 1, {"bos_token_id": 1, "eos_token_id": 1}),
+    ("recipe", 2e-3, 2, {"bos_token_id": 1, "eos_token_id": 2}),
+    ("overrides", 3e-3, 3, {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 3}),
 ]
 
 
@@ -284,19 +284,23 @@ def test_precedence_defaults_base_recipe_overrides(folder: Path, level: int) -> 
     _, lr, seed, config = PRECEDENCE_LEVELS[level]
     base = (
         "name: base\ntask: sft\ntokenizer: {pretrained: org/tokenizer}\n"
-        "model: {architecture: mistral, config: {a: 1, b: 1}}\n"
+        "model: {architecture: mistral, config: {bos_token_id: 1, eos_token_id: 1}}\n"
         "training: {learning_rate: 1.0e-3, seed: 1}\n"
         "data: {dataset: org/corpus, labels: [x, y, z]}\n"
     )
     write(folder / "base.yaml", base if level >= 1 else VALID)
     child = "base: base.yaml\n"
     if level >= 2:
-        child += "model: {config: {b: 2}}\ntraining: {learning_rate: 2.0e-3, seed: 2}\n"
+        child += "model: {config: {eos_token_id: 2}}\ntraining: {learning_rate: 2.0e-3, seed: 2}\n"
         child += "data: {labels: [p, q]}\n"
     write(folder / "child.yaml", child)
     overrides = []
     if level >= 3:
-        overrides = ["training.learning_rate=3e-3", "training.seed=3", "model.config.c=3"]
+        overrides = [
+            "training.learning_rate=3e-3",
+            "training.seed=3",
+            "model.config.pad_token_id=3",
+        ]
     recipe = load_recipe("child.yaml", overrides)
     assert recipe.training.learning_rate == lr
     assert recipe.training.seed == seed
