@@ -50,13 +50,16 @@ from launcher.secret_env import secret_names
 NODE_MODULE = "launcher.backends.slurm_node"
 
 
-def cluster_overrides(recipe: Recipe, profile: ClusterProfile, nodes: int | None) -> list[str]:
+def cluster_overrides(
+    recipe: Recipe, profile: ClusterProfile, nodes: int | None, smoke: bool = False
+) -> list[str]:
     """What the cluster adds to the recipe, as overrides the plan shows.
 
     The profile describes the nodes: its GPUs, CPUs and memory per node replace the recipe's
-    ``resources`` (a recipe cannot ask a CPU cluster for GPUs). The recipe describes the job: its
-    own node count, ranks per node and time limit win over the profile's defaults. ``--nodes``
-    beats both.
+    ``resources`` (a recipe cannot ask a CPU cluster for GPUs), a ``null`` there included (memory
+    is not a resource there: no ``--mem``, whatever the recipe says). The recipe describes the job:
+    its own node count, ranks per node and time limit win over the profile's defaults. ``--nodes``
+    beats both. A ``smoke`` run asks for no memory: a tiny model needs the site's default only.
     """
     dist, resources = recipe.distributed, recipe.resources
     chosen: dict[str, Any] = {}
@@ -69,11 +72,11 @@ def cluster_overrides(recipe: Recipe, profile: ClusterProfile, nodes: int | None
     hardware = {
         "gpus_per_node": profile.gpus_per_node,
         "cpus_per_task": profile.cpus_per_node,
-        "memory_gb": profile.memory_gb,
+        "memory_gb": None if smoke else profile.memory_gb,
     }
     for key, value in hardware.items():
-        if value is not None and value != getattr(resources, key):
-            chosen[f"resources.{key}"] = value
+        if value != getattr(resources, key):
+            chosen[f"resources.{key}"] = "null" if value is None else value
     if "time_limit_min" not in resources.model_fields_set:
         chosen["resources.time_limit_min"] = profile.time_limit_min
     return [f"{key}={value}" for key, value in chosen.items()]
@@ -196,12 +199,63 @@ def prepare_cluster_run(
     make_private_dir(plan.layout.slurm_dir)
 
 
+class SchedulerRefusal(LauncherError):
+    """The scheduler would never run the job as planned: a request to change, exit 2."""
+
+    exit_code = 2
+
+
+def check_scheduler_accepts(script: str, plan: Plan, profile: ClusterProfile) -> None:
+    """Ask the scheduler whether it could ever run the job (``sbatch --test-only``: nothing is
+    queued) before the run directory is touched. A refusal names what the job asks for and where
+    each request comes from, instead of sbatch's bare "Requested node configuration is not
+    available" after the fact."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="launcher-test-only-") as file:
+        file.write(script)
+        file.flush()
+        try:
+            answer = subprocess.run(
+                ["sbatch", "--test-only", file.name], capture_output=True, text=True, timeout=60
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return  # no answer: sbatch itself decides on submission
+    if answer.returncode == 0:
+        return
+    said = " ".join(
+        line.removeprefix("sbatch: error: ").strip()
+        for line in answer.stderr.splitlines()
+        if line.strip()
+    )
+    resources = plan.recipe.resources
+    asked = [
+        f"{plan.batch.nodes} node(s) (distributed.nodes)",
+        f"partition {profile.partition}" if profile.partition else "the default partition",
+        f"{resources.time_limit_min} min (resources.time_limit_min)",
+    ]
+    if resources.gpus_per_node:
+        asked.append(f"{resources.gpus_per_node} GPU(s) per node (resources.gpus_per_node)")
+    if resources.cpus_per_task:
+        asked.append(f"{resources.cpus_per_task} CPU(s) per node (resources.cpus_per_task)")
+    if resources.memory_gb:
+        asked.append(f"{resources.memory_gb} GB per node (resources.memory_gb)")
+    raise SchedulerRefusal(
+        f"cluster {profile.name} cannot run this job as planned; nothing was submitted. "
+        f"sbatch --test-only: {said or f'exit code {answer.returncode}'}. The job asks for "
+        f"{', '.join(asked)}; the profile (cluster/{profile.name}.yaml) sets the nodes' "
+        "resources, the recipe or --nodes the rest (`launcher plan --cluster` shows the script)."
+    )
+
+
 def submit(plan: Plan, profile: ClusterProfile, from_scratch: bool = False) -> str:
     """Prepare the run directory, submit, record the job; return its id at once. The job is
     the run's one writer from then on (``run_lock``: the lock goes to it with a token)."""
     from launcher.backends.slurm_node import NodeTask
 
     executor = make_executor(plan, profile)  # checks the script's values before anything is made
+    check_scheduler_accepts(submission_script(executor), plan, profile)
     holder = this_process("launcher submit", token=new_token())
     prepare_cluster_run(plan, from_scratch, holder)
     # The task pickled into slurm/ holds the run directory, interpreter and lock token only.

@@ -44,7 +44,7 @@ def resolve_plan(
         from launcher.backends.slurm import cluster_overrides
 
         profile = load_profile(cluster)
-        overrides = cluster_overrides(loaded, profile, nodes) + overrides
+        overrides = cluster_overrides(loaded, profile, nodes, smoke) + overrides
         loaded = load_recipe(path, overrides)
     # Folded first, so that `runs/../x/../..` is checked (and shown) as the folder it names.
     folder = Path(os.path.abspath(run_dir.expanduser())) if run_dir else None

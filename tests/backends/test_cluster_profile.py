@@ -136,3 +136,19 @@ def test_submit_dry_run_prints_the_script_without_heavy_imports(tmp_path: Path) 
     heavy = {"torch", "transformers", "deepspeed", "bitsandbytes"}
     imported = {line.rsplit("|", 1)[-1].strip() for line in timing.stderr.splitlines()}
     assert not heavy & imported
+
+
+def test_the_profiles_null_memory_and_a_smoke_run_ask_for_no_memory() -> None:
+    """The shipped ZeRO-3 recipe asks 512 GB per node; the dev profile says memory is not a
+    resource there (null): no --mem. A smoke run asks for none on any cluster."""
+    recipe = load_recipe(REPO / "recipes" / "sft-mistral-7b-zero3.yaml")
+    assert recipe.resources.memory_gb == 512
+    dev = load_profile(str(REPO / "cluster" / "dev.yaml"))
+    gpu = load_profile(str(REPO / "cluster" / "example-gpu.yaml"))
+    assert "resources.memory_gb=null" in cluster_overrides(recipe, dev, 2)
+    assert "resources.memory_gb=480" in cluster_overrides(recipe, gpu, None)
+    assert "resources.memory_gb=null" in cluster_overrides(recipe, gpu, None, smoke=True)
+    planned = load_recipe(recipe_path := REPO / "recipes" / "sft-mistral-7b-zero3.yaml",
+                          cluster_overrides(load_recipe(recipe_path), dev, 2))  # fmt: skip
+    parameters = executor_parameters(build_plan(planned, Path("/runs/x")), dev)
+    assert "mem" not in parameters

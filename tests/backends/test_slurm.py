@@ -315,3 +315,26 @@ def test_standalone_script_with_node_local_checkpoints(cluster: None, workdir: P
     import transformers
 
     assert transformers.AutoModelForMaskedLM.from_pretrained(workdir / "out").num_parameters() > 0
+
+
+def test_a_job_the_cluster_cannot_run_is_refused_before_anything_is_written(
+    cluster: None, workdir: Path
+) -> None:
+    """Three nodes on the two-node dev cluster: `sbatch --test-only` says no, and the refusal
+    names what the job asks for; no run directory, no job."""
+    run_dir = workdir / "run"
+    queued = ["squeue", "-h", "-o", "%i"]
+    before = set(subprocess.run(queued, capture_output=True, text=True).stdout.split())
+    refused = launcher(
+        "submit", "mlm-scratch", "--cluster", "dev", "--nodes", "3", "--smoke",
+        "--run-dir", str(run_dir), cwd=workdir, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.startswith("error: cluster dev cannot run this job as planned; nothing")
+    assert (
+        "sbatch --test-only: " in refused.stderr
+        and "3 node(s) (distributed.nodes)" in refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert not run_dir.exists()
+    assert set(subprocess.run(queued, capture_output=True, text=True).stdout.split()) <= before
