@@ -22,9 +22,16 @@ def sbatch(
     Args:
         output: the script to write
     """
+    import shutil
+
     from launcher.backends.run_dir import write_files
-    from launcher.backends.slurm import prepare_cluster_run, standalone_batch_script
+    from launcher.backends.slurm import (
+        check_scheduler_accepts,
+        prepare_cluster_run,
+        standalone_batch_script,
+    )
     from launcher.commands.resolve import resolve_plan
+    from launcher.outputs import output_file
 
     resolved = resolve_plan(
         recipe, overrides, smoke=smoke, run_dir=run_dir, cluster=cluster, nodes=nodes
@@ -32,6 +39,9 @@ def sbatch(
     plan, profile = resolved.plan, resolved.profile
     assert profile is not None
     script = standalone_batch_script(plan, profile)  # refusals come before the run dir exists
+    output = output_file(output, "the batch script")
+    if shutil.which("sbatch"):  # on a login node: would the scheduler ever run it?
+        check_scheduler_accepts(script, plan, profile)
     prepare_cluster_run(plan, from_scratch=from_scratch)
     write_files({output: script})
     output.chmod(0o755)
