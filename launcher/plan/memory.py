@@ -54,8 +54,8 @@ class MemoryEstimate(NamedTuple):
     """Model-state memory (no activations) per GPU, and per node in CPU memory, in bytes.
 
     ``cpu_total`` is what ZeRO offload keeps in each node's CPU memory (the plan shows it when
-    something is offloaded); ``states_note``, for bitsandbytes optimizers only, says how their
-    states were counted (the plan shows it too).
+    something is offloaded); ``states_note`` says what the optimizer states hold and how they
+    were counted (the plan shows it too).
     """
 
     parameters: int
@@ -179,8 +179,16 @@ def estimate_memory(
         optimizer_states=optimizer_states,
         total=parameters + gradients + optimizer_states,
         cpu_total=cpu,
-        states_note=f"{optimizer}: {states_note}" if states_note else "",
+        states_note=optimizer_states_note(optimizer, per_param, states_note),
     )
+
+
+def optimizer_states_note(optimizer: str, per_param: _Bytes, detail: str) -> str:
+    """What "optimizer states" holds: under mixed precision the fp32 master copy of the weights
+    too (the optimizer steps on it), then the optimizer's own states."""
+    detail = detail or f"{per_param.s} bytes/param"
+    master = "the fp32 master weights (4 bytes/param) + " if per_param.m else ""
+    return f"optimizer states = {master}{optimizer} states: {detail}"
 
 
 def adam8bit_state_bytes(params: ParameterCount, shards: int, flat: bool) -> int:

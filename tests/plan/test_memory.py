@@ -487,7 +487,10 @@ def test_sgd_and_adafactor() -> None:
         optimizer="adafactor",
     )
     assert got.optimizer_states == 8_000_000
-    assert got.states_note == "adafactor: factored second moment, approximated as 4 bytes/param"
+    assert got.states_note == (
+        "optimizer states = the fp32 master weights (4 bytes/param) + adafactor states: "
+        "factored second moment, approximated as 4 bytes/param"
+    )  # 8,000,000 = (4 + 4) x 1,000,000
 
 
 def test_offloaded_optimizer_leaves_gpu() -> None:
@@ -551,7 +554,10 @@ def test_plan_shows_how_bitsandbytes_states_are_counted() -> None:
     # The shipped recipe's paged AdamW: 8 bytes/param, and where paged states live.
     memory, states = _summary_memory_lines()
     assert "optimizer states 16.09 GiB" in memory  # (4 master + 8) x 1,439,795,200 params
-    assert states.startswith("paged_adamw_32bit: 32-bit states, 8 bytes/param")
+    assert states.startswith(
+        "optimizer states = the fp32 master weights (4 bytes/param) + paged_adamw_32bit states: "
+        "32-bit states, 8 bytes/param"
+    )
     assert "CUDA unified memory" in states
     # 8-bit under DDP: the Trainer keeps the 32000 x 2048 embedding's states in 32 bits.
     memory, states = _summary_memory_lines("training.optimizer=adamw_8bit")
@@ -565,8 +571,13 @@ def test_plan_shows_how_bitsandbytes_states_are_counted() -> None:
         "distributed.zero_stage=2",
     )
     assert "flat fp32 partitions" in states and "CUDA unified memory" in states
-    # Torch optimizers get no extra line.
-    assert len(_summary_memory_lines("training.optimizer=adamw_torch")) == 1
+    # A torch optimizer's line says what its 16.09 GiB hold: 4 + 8 bytes per parameter.
+    memory, states = _summary_memory_lines("training.optimizer=adamw_torch")
+    assert "optimizer states 16.09 GiB" in memory
+    assert states == (
+        "optimizer states = the fp32 master weights (4 bytes/param) + adamw_torch states: "
+        "8 bytes/param"
+    )
 
 
 @pytest.mark.parametrize("task", ["mlm", "classification"])
