@@ -98,11 +98,64 @@ def status_report(layout: RunLayout, job_id: str | None) -> str:
     if incomplete or set_aside:
         names = ", ".join([p.name for p in incomplete] + set_aside)
         lines.append(f"incomplete  {names} (never resumed from; kept)")
+    lines += metrics_lines(layout)
     if layout.result_file.exists():
         result = json.loads(layout.result_file.read_text())
-        lines.append(f"finished    step {result['global_step']}; model in {result['model_dir']}")
+        model = layout.root / result["model_dir"]  # relative to the run directory
+        lines.append(f"finished    step {result['global_step']}; model in {model}")
+    elif layout.stopped_file.exists():
+        stopped = json.loads(layout.stopped_file.read_text())
+        lines.append(
+            f"stopped     on {stopped['signal']} at step {stopped['step']}, with a complete "
+            "checkpoint; run the same command again (`launcher run` or `launcher submit`) to "
+            "continue"
+        )
     lines += failure_lines(layout)
     return "\n".join(lines)
+
+
+def newest_metrics(layout: RunLayout, tail_bytes: int = 1 << 16) -> tuple[dict, dict]:
+    """The newest record with a training loss and the newest evaluation in ``metrics.jsonl``
+    (empty when none), read from its tail."""
+    try:
+        with open(layout.metrics_file, "rb") as stream:
+            stream.seek(max(stream.seek(0, 2) - tail_bytes, 0))
+            text = stream.read().decode("utf-8", errors="replace")
+    except OSError:
+        return {}, {}
+    records = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # the first, cut line of the tail, or a line being written
+        if isinstance(record, dict):
+            records.append(record)
+    trained = [r for r in records if isinstance(r.get("loss"), int | float)]
+    evaluated = [r for r in records if any(key.startswith("eval_") for key in r)]
+    return (trained[-1] if trained else {}), (evaluated[-1] if evaluated else {})
+
+
+def eval_summary(record: dict) -> str:
+    """``eval_loss 5.432, eval_accuracy 0.5123``: the evaluation's metrics, 4 digits."""
+    return ", ".join(
+        f"{key} {value:.4g}"
+        for key, value in record.items()
+        if key.startswith("eval_")
+        and isinstance(value, int | float)
+        and not key.endswith(("_runtime", "_per_second"))
+    )
+
+
+def metrics_lines(layout: RunLayout) -> list[str]:
+    """The newest training loss and evaluation, rounded for people, for ``status``."""
+    trained, evaluated = newest_metrics(layout)
+    lines = []
+    if trained:
+        lines.append(f"metrics     step {trained.get('step')}: loss {trained['loss']:.4g}")
+    if evaluated:
+        lines.append(f"            eval at step {evaluated.get('step')}: {eval_summary(evaluated)}")
+    return lines
 
 
 def failure_lines(layout: RunLayout) -> list[str]:

@@ -25,6 +25,7 @@ from launcher.backends.run_dir import (
     private_files,
 )
 from launcher.backends.run_lock import heartbeat, release_run_lock, this_process
+from launcher.contract import RunLayout
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.plan.build import Plan
 from launcher.secret_env import mask, secret_values
@@ -69,7 +70,9 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
         print(f"{verb} run in {layout.root}", file=out)
         print(plan.summary(), file=out, flush=True)
         clear_failures(layout)
+        started = time.monotonic()
         returncode = launch(plan, out)
+        elapsed = time.monotonic() - started
         if layout.stopped_file.exists():
             stopped = json.loads(layout.stopped_file.read_text())
             print(
@@ -86,12 +89,39 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
                 f"training failed (exit code {returncode}).\n{details}\n"
                 f"Rank logs: {layout.logs_dir}/rank-*.log; launcher log: {layout.launcher_log}"
             )
-    result = json.loads(layout.result_file.read_text())
-    print(f"\nmodel:   {layout.model_dir} (step {result['global_step']})", file=out)
-    print(f"metrics: {layout.metrics_file}", file=out)
-    for key, value in result.get("final_metrics", {}).items():
-        print(f"  {key} = {value}", file=out)
+        print(f"\nfinished in {format_duration(elapsed)}", file=out)
+    print(ending(layout), file=out)
     return 0
+
+
+def ending(layout: RunLayout) -> str:
+    """The last lines of a finished run: its step, loss and evaluation rounded for people, the
+    checkpoints it kept and where the model is."""
+    from launcher.backends.jobs import eval_summary, newest_metrics
+    from launcher.checkpoints import complete_checkpoints
+
+    result = json.loads(layout.result_file.read_text())
+    trained, evaluated = newest_metrics(layout)
+    loss = f", training loss {trained['loss']:.4g}" if trained else ""
+    lines = [f"step:        {result['global_step']}{loss}"]
+    if evaluated:
+        lines.append(f"eval:        {eval_summary(evaluated)} (step {evaluated.get('step')})")
+    kept = [folder.name for folder in complete_checkpoints(layout.checkpoints_dir)]
+    if kept:
+        lines.append(f"checkpoints: {', '.join(kept)} in {layout.checkpoints_dir}")
+    lines.append(f"model:       {layout.root / result['model_dir']}")
+    lines.append(f"metrics:     {layout.metrics_file} (`launcher plot {layout.root}` draws them)")
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``3 min 5 s``, ``2 h 07 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 class Terminated(KeyboardInterrupt):

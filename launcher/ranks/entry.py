@@ -228,14 +228,23 @@ def finish_from_checkpoint(layout: RunLayout, checkpoint: Path, state: Any) -> N
     say(state, f"training had finished at {checkpoint.name}; model saved to {layout.model_dir}")
 
 
+def in_run_dir(layout: RunLayout, path: Path) -> str:
+    """``path`` relative to the run directory when it lies inside it (else as it is)."""
+    try:
+        return str(Path(path).relative_to(layout.root))
+    except ValueError:
+        return str(path)
+
+
 def write_result(
     layout: RunLayout, step: int, resumed_from: Path | None, metrics: dict[str, Any]
 ) -> None:
-    """``result.json``: the run finished; written last, by rank 0."""
+    """``result.json``: the run finished; written last, by rank 0. Paths inside the run directory
+    are relative to it, so that they stay true when the folder is moved (``--from-scratch``)."""
     result = {
         "global_step": step,
-        "model_dir": str(layout.model_dir),
-        "resumed_from": str(resumed_from) if resumed_from else None,
+        "model_dir": layout.model_dir.name,
+        "resumed_from": in_run_dir(layout, resumed_from) if resumed_from else None,
         "final_metrics": metrics,
     }
     write_text_atomic(layout.result_file, json.dumps(result, indent=2) + "\n")
