@@ -291,7 +291,7 @@ class SharedRuns:
         assert f"resuming from {newest}" in log, f"{name}: {log[-3000:]}"
         result = json.loads((killed / "result.json").read_text())
         assert result["global_step"] == STEPS, f"{name}: {result}"
-        assert result["resumed_from"] == str(newest), f"{name}: {result}"
+        assert result["resumed_from"] == str(newest.relative_to(killed)), f"{name}: {result}"
         prepared, key = data_preparation(rank_log_since(whole, 0, 0))
         assert prepared == "prepared" and (cache / "data" / key).is_dir(), f"{name}: {prepared}"
         assert data_preparation(log) == ("cache hit", key), f"{name}: {log[-3000:]}"
