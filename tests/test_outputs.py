@@ -94,3 +94,27 @@ def test_checking_a_file_leaves_nothing_behind(tmp_path: Path, a_file: Path) -> 
     assert output_file(a_file, "the plot") == a_file and a_file.read_text() == "mine\n"
     with pytest.raises(OutputPathError, match="cannot write the plot here"):
         output_file(Path("/proc/self/nope/plot.png"), "the plot")
+
+
+def test_plan_output_holds_a_command_that_runs_that_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan -o DIR`'s command.sh runs the same plan from anywhere: `launcher run` of the same
+    recipe, overrides and run directory, from the directory the plan was made in."""
+    import shlex
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    code, planned, err = cli(
+        "plan", "mlm-scratch", "--smoke", "training.learning_rate=1e-4", "-o", "p"
+    )
+    assert code == 0, err
+    script = (tmp_path / "p" / "command.sh").read_text().splitlines()
+    assert script[2] == f"cd {shlex.quote(str(tmp_path))}"
+    words = shlex.split(script[3])
+    run_dir = tmp_path / "runs" / "mlm-scratch-smoke"
+    assert words[:5] == ["exec", sys.executable, "-m", "launcher", "run"]
+    assert words[6:] == ["training.learning_rate=1e-4", "--smoke", "--run-dir", str(run_dir)]
+    code, again, err = cli("plan", *words[5:])  # the same arguments plan the same run
+    assert code == 0, err
+    assert again.strip() == planned.split("plan files written to")[0].strip()

@@ -200,7 +200,9 @@ def test_a_graceful_stop_saves_and_continues_to_the_same_weights(
     assert "continuing run" in out.stdout and "taking over" not in out.stdout
     assert f"resuming from {saved}" in rank_log_since(stopped, 0, offset)
     resumed = json.loads((stopped / "result.json").read_text())
-    assert resumed["global_step"] == STEPS and resumed["resumed_from"] == str(saved.relative_to(stopped))
+    assert resumed["global_step"] == STEPS and resumed["resumed_from"] == str(
+        saved.relative_to(stopped)
+    )
     assert_same_weights(shared_runs.reference("ddp-1-rank") / "model", stopped / "model")
 
 
