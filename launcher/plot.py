@@ -27,6 +27,9 @@ TRAIN_COLOUR = "#1f77b4"
 EVAL_COLOUR = "#ff7f0e"
 LEARNING_RATE_COLOUR = "#2ca02c"
 THROUGHPUT_COLOUR = "#d62728"
+SCORE_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#17becf")  # eval accuracy, f1, ...
+# Evaluation scores between 0 and 1 (classification), drawn on the loss panel's right axis.
+SCORES = ("eval_accuracy", "eval_f1", "eval_precision", "eval_recall")
 DEFAULT_SIZE = (1200, 900)  # pixels
 DPI = 100
 
@@ -60,6 +63,7 @@ class Metrics:
     learning_rate: Series = field(default_factory=Series)
     tokens_per_second: Series = field(default_factory=Series)
     samples_per_second: Series = field(default_factory=Series)
+    scores: dict[str, Series] = field(default_factory=dict)  # SCORES that were logged
     unreadable_lines: int = 0
 
 
@@ -96,6 +100,9 @@ def read_metrics(layout: RunLayout) -> Metrics:
         for name in ("loss", "eval_loss", "learning_rate", "tokens_per_second"):
             getattr(metrics, name).add(step, record.get(name))
         metrics.samples_per_second.add(step, record.get("samples_per_second"))
+        for name in SCORES:
+            if name in record:
+                metrics.scores.setdefault(name, Series()).add(step, record[name])
     if not metrics.loss and not metrics.eval_loss:
         raise PlotError(
             f"{path} holds no loss yet ({len(lines)} line(s)): nothing "
@@ -119,6 +126,7 @@ def describe(metrics: Metrics) -> str:
     ]
     if not metrics.tokens_per_second and metrics.samples_per_second:
         drawn.append("samples/s")
+    drawn += [name.replace("_", " ") for name, series in metrics.scores.items() if series]
     text = f"steps {min(steps)}-{max(steps)} ({', '.join(drawn)})"
     if metrics.unreadable_lines:
         text += f", {metrics.unreadable_lines} unreadable line(s) skipped"
@@ -141,7 +149,15 @@ def plot_metrics(
     draw(loss_axes, metrics.loss, TRAIN_COLOUR, "training loss")
     draw(loss_axes, metrics.eval_loss, EVAL_COLOUR, "eval loss", marker="o")
     loss_axes.set_ylabel("loss")
-    loss_axes.legend(loc="best")
+    handles, labels = loss_axes.get_legend_handles_labels()
+    if any(metrics.scores.values()):
+        score_axes = loss_axes.twinx()
+        for (name, series), colour in zip(metrics.scores.items(), SCORE_COLOURS, strict=False):
+            draw(score_axes, series, colour, name.replace("_", " "), marker="s")
+        score_axes.set_ylabel("eval score")
+        more_handles, more_labels = score_axes.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    loss_axes.legend(handles, labels, loc="best")
 
     draw(rate_axes, metrics.learning_rate, LEARNING_RATE_COLOUR, "learning rate")
     rate_axes.set_ylabel("learning rate")

@@ -185,3 +185,23 @@ def test_a_missing_run_dir_is_named(tmp_path: Path) -> None:
     result = run_plot(str(tmp_path / "nope"))
     assert result.returncode == 2
     assert f"error: {tmp_path / 'nope'} is not a folder" in result.stderr
+
+
+def test_a_classification_run_shows_its_eval_scores_beside_the_loss(tmp_path: Path) -> None:
+    """eval accuracy and F1 (classification) on the loss panel's right axis, in their colours."""
+    from launcher.plot import SCORE_COLOURS, describe
+
+    run_dir = tmp_path / "run"
+    write_metrics(run_dir)
+    with open(run_dir / "metrics.jsonl", "a") as stream:
+        for step in (5, 10, 15, 20):
+            score = {"step": step, "eval_accuracy": 0.5 + step / 50, "eval_f1": 0.4 + step / 50}
+            stream.write(json.dumps(score) + "\n")
+    metrics = read_metrics(RunLayout(run_dir))
+    assert sorted(metrics.scores) == ["eval_accuracy", "eval_f1"]
+    assert describe(metrics).endswith("tokens/s, eval accuracy, eval f1)")
+    image = Image.open(plot_metrics(metrics, tmp_path / "scores.png"))
+    loss, rate, _ = panels(image)
+    for colour in SCORE_COLOURS[:2]:
+        assert drawn_across(colour_pixels(image, colour, *loss), image.width)
+        assert not colour_pixels(image, colour, *rate)
