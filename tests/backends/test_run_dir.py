@@ -279,7 +279,8 @@ def test_a_finished_run_stays_as_it_was(tmp_path: Path) -> None:
 
     run_dir = tmp_path / "run"
     prepare_run_dir(resolve_plan(str(RECIPE), [], smoke=True, run_dir=run_dir).plan)
-    (run_dir / "result.json").write_text(json.dumps({"global_step": 6, "final_metrics": {}}))
+    result = {"global_step": 6, "model_dir": "model", "final_metrics": {}}
+    (run_dir / "result.json").write_text(json.dumps(result))
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     overrides = ["distributed.processes_per_node=2"]
     two_ranks = resolve_plan(str(RECIPE), overrides, smoke=True, run_dir=run_dir).plan

@@ -10,7 +10,7 @@ For each of them:
   checks them as runs of their own (SFT on two DDP ranks, paged AdamW under ZeRO-2 and ZeRO-3),
   stops the same job on SIGTERM, continues it, and compares the weights with it.
 - ``killed``: the fault injection of test_fault_injection.py, in the same data cache: the same run
-  SIGKILLed ten times at random moments (every other one while a checkpoint is being written) and
+  SIGKILLed at random moments (``KILLS``) (every other one while a checkpoint is being written) and
   resumed after each kill, then run to its end and compared with ``whole``. Once compared, a few
   tests of test_integration.py take the finished directory over (cut a checkpoint short, continue
   on another world size).
@@ -255,11 +255,11 @@ class SharedRuns:
         ), output[-4000:]
 
     def kill_and_resume(self, name: str, whole: Path, killed: Path, cache: Path) -> Killed:
-        """Ten kills with a resume after each, the run to its end, and the comparison with the
-        reference; AssertionError naming the scenario when something is wrong."""
+        """``KILLS[name]`` kills with a resume after each, the run to its end, and the comparison
+        with the reference; AssertionError naming the scenario when something is wrong."""
         args = scenario_args(name)
         rng = random.Random(f"fault-{name}")
-        for attempt in range(KILLS):
+        for attempt in range(KILLS[name]):
             # Random moments: 1 to 4 steps past where this attempt resumes, plus a random fraction
             # of a second, or exactly while a save is in flight (which leaves the newest complete
             # checkpoint where it was). Ten attempts move on by at most 5 x 6 of the 60 steps, so
@@ -275,7 +275,7 @@ class SharedRuns:
             assert not finished, f"{name}: attempt {attempt} finished before it could be killed"
 
         newest, _ = latest_complete_checkpoint(killed / "checkpoints")
-        assert newest is not None, f"{name}: ten attempts left no complete checkpoint"
+        assert newest is not None, f"{name}: the kills left no complete checkpoint"
         log_offset = (killed / "logs" / "rank-0.log").stat().st_size
         output = self.run(args, killed, cache)
         log = rank_log_since(killed, 0, log_offset)
@@ -301,7 +301,7 @@ class SharedRuns:
         worst = compare_weights(whole / "model", killed / "model", SCENARIOS[name][1], name)
         return Killed(
             killed,
-            f"{name}: {KILLS} kills, {len(set_aside)} incomplete checkpoints set aside, last "
+            f"{name}: {KILLS[name]} kills, {len(set_aside)} incomplete checkpoints set aside, last "
             f"resumed from {newest.name}, max abs difference {worst}",
         )
 

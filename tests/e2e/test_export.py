@@ -213,7 +213,9 @@ def test_refusals_name_the_folder_and_the_way_out(
     export_checkpoint(copy, output)  # the newest complete one is now the one before
     assert last_line(capsys).startswith(f"exported step {BEFORE} of {copy} (")
 
-    with pytest.raises(LauncherError, match=r"exported already exists and is not empty"):
+    with pytest.raises(
+        LauncherError, match=r"exported: this folder is not empty; name a new folder"
+    ):
         export_checkpoint(copy, output)
 
     (checkpoint(copy, BEFORE) / "launcher-complete.json").unlink()

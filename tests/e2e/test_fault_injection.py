@@ -1,5 +1,5 @@
-"""Fault injection: SIGKILL a run at random moments, ten times, resuming after each; the final
-weights must equal those of a run that was never interrupted.
+"""Fault injection: SIGKILL a run at random moments (ten times on DDP, four under ZeRO), resuming
+after each; the final weights must equal those of a run that was never interrupted.
 
 Four scenarios (run_scenarios.SCENARIOS): DDP on one rank and on two, ZeRO-2 and ZeRO-3 on two
 ranks; bit for bit, except within 1e-6 on two DDP ranks. Every other kill is aimed at a checkpoint

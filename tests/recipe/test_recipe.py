@@ -921,6 +921,11 @@ def test_cli_plan_writes_the_plan_files(
         load_recipe("recipes/sft-mistral.yaml"), run_dir, source="recipes/sft-mistral.yaml"
     )
     expected = {path.name: text for path, text in plan.files().items()}
+    # command.sh there runs the same plan through `launcher run` (tests/test_outputs.py).
+    expected["command.sh"] = (
+        f"#!/usr/bin/env bash\nset -euo pipefail\ncd {REPO}\nexec {sys.executable} -m launcher "
+        f"run recipes/sft-mistral.yaml --run-dir {run_dir}\n"
+    )
     assert {p.name: p.read_text() for p in out_dir.iterdir()} == expected
 
 
