@@ -37,6 +37,10 @@ from typing import TYPE_CHECKING
 
 from launcher.errors import LauncherError, first_line
 from launcher.paths import is_local_path
+
+# Which role each special token plays (and the `pad_token` words that reuse one): the recipe
+# layer's, since the plan checks that a trained tokenizer has the roles its task needs.
+from launcher.recipe.checks import PAD_ALIASES, SPECIAL_TOKEN_ROLES
 from launcher.recipe.schema import TokenizerSection, TrainedTokenizerSection
 
 if TYPE_CHECKING:
@@ -45,23 +49,6 @@ if TYPE_CHECKING:
     from tokenizers.trainers import Trainer
     from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-# The role each well-known special token plays; the first token found for a role takes it.
-SPECIAL_TOKEN_ROLES: dict[str, str] = {
-    "[PAD]": "pad_token",
-    "<pad>": "pad_token",
-    "[UNK]": "unk_token",
-    "<unk>": "unk_token",
-    "[CLS]": "cls_token",
-    "[SEP]": "sep_token",
-    "[MASK]": "mask_token",
-    "<mask>": "mask_token",
-    "<s>": "bos_token",
-    "</s>": "eos_token",
-    "<|endoftext|>": "eos_token",  # GPT-2's single special token
-}
-
-# `pad_token` values that mean "reuse this existing token" rather than a literal token.
-PAD_ALIASES = ("eos", "unk", "bos")
 
 BATCH_SIZE = 1000
 

@@ -156,8 +156,60 @@ def unusable_path(name: str) -> str | None:
     return None
 
 
+# The role each well-known special token plays; the first token found for a role takes it.
+SPECIAL_TOKEN_ROLES: dict[str, str] = {
+    "[PAD]": "pad_token",
+    "<pad>": "pad_token",
+    "[UNK]": "unk_token",
+    "<unk>": "unk_token",
+    "[CLS]": "cls_token",
+    "[SEP]": "sep_token",
+    "[MASK]": "mask_token",
+    "<mask>": "mask_token",
+    "<s>": "bos_token",
+    "</s>": "eos_token",
+    "<|endoftext|>": "eos_token",  # GPT-2's single special token
+}
+# `pad_token` values that mean "reuse this existing token" rather than a literal token.
+PAD_ALIASES = ("eos", "unk", "bos")
+
+
 def check_tokenizer(recipe: Recipe) -> Iterator[Problem]:
     yield from tokenizer_problems(recipe.tokenizer, recipe.model.pretrained)
+    yield from trained_tokenizer_roles(recipe)
+
+
+def trained_tokenizer_roles(recipe: Recipe) -> Iterator[Problem]:
+    """A tokenizer trained from scratch has only the special tokens the recipe names: those the
+    task's batches need must be among them, or the run fails at its first batch ("Asking to pad
+    but the tokenizer does not have a padding token")."""
+    tokenizer = recipe.tokenizer
+    if tokenizer.train is None or tokenizer.train.algorithm == "retrain":
+        return
+    named = [*tokenizer.train.special_tokens, *tokenizer.special_tokens]
+    roles = {SPECIAL_TOKEN_ROLES[token] for token in named if token in SPECIAL_TOKEN_ROLES}
+    pad = tokenizer.pad_token
+    if pad is not None and (pad not in PAD_ALIASES or f"{pad}_token" in roles):
+        roles.add("pad_token")
+    needed = {"pad_token": "[PAD]"} if recipe.task in ("classification", "mlm") else {}
+    if recipe.task == "mlm":
+        needed["mask_token"] = "[MASK]"
+    if recipe.task in ("classification", "mlm") and recipe.model.architecture in ENCODERS:
+        needed.update(cls_token="[CLS]", sep_token="[SEP]")
+    missing = [token for role, token in needed.items() if role not in roles]
+    if missing:
+        why = {
+            "[PAD]": "batches are padded",
+            "[MASK]": "masked-LM hides tokens behind it",
+            "[CLS]": f"{recipe.model.architecture} reads each sample from it",
+            "[SEP]": f"{recipe.model.architecture} ends each sample with it",
+        }
+        yield (
+            "tokenizer.train.special_tokens",
+            f"a {recipe.task} tokenizer trained here needs {', '.join(map(repr, missing))} "
+            f"({'; '.join(why[token] for token in missing)}); add "
+            f"{'them' if len(missing) > 1 else 'it'}",
+        )
 
 
 def tokenizer_problems(

@@ -1169,3 +1169,20 @@ def test_max_length_beyond_learned_positions_is_refused_at_plan_time() -> None:
     assert plan("classification-imdb", "data.max_length=512")[0] == 0
     # Rotary positions (Mistral) have no such table: a long context is the user's choice.
     assert plan("sft-mistral", "data.max_length=200000")[0] == 0
+
+
+def test_a_trained_tokenizer_needs_the_tokens_its_task_uses() -> None:
+    """Refused at plan time, not at the first batch: MLM on DistilBERT pads, masks and frames
+    each sample with [CLS] ... [SEP]; `tokenizer.pad_token: unk` pads with a token it has."""
+    code, _, err = plan("mlm-scratch", 'tokenizer.train.special_tokens=["[UNK]"]')
+    assert code == 2, err
+    assert_problem_lines(err)
+    assert (
+        "tokenizer.train.special_tokens: a mlm tokenizer trained here needs '[PAD]', '[MASK]', "
+        "'[CLS]', '[SEP]' (batches are padded;" in err
+    )
+    code, _, err = plan(
+        "mlm-scratch", 'tokenizer.train.special_tokens=["[UNK]","[CLS]","[SEP]","[MASK]"]',
+        "tokenizer.pad_token=unk",
+    )  # fmt: skip
+    assert code == 0, err
