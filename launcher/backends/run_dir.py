@@ -35,7 +35,7 @@ from launcher.checkpoints import list_checkpoints
 from launcher.contract import RunContract, RunLayout
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.files import write_text_atomic
-from launcher.paths import missing_folder
+from launcher.paths import is_local_path, missing_folder
 from launcher.plan.build import Plan
 from launcher.plan.memory import OPTIMIZER_STATE_BYTES, adam8bit_state_bytes
 from launcher.recipe.loader import differences
@@ -265,6 +265,24 @@ def private_files() -> Iterator[None]:
         os.umask(previous)
 
 
+def not_cached_offline(name: str, marker: str) -> str | None:
+    """Why hub id ``name`` cannot load: the hub is off (``HF_HUB_OFFLINE``) and the local cache
+    holds no copy (its ``marker`` file); None when it is a local folder, cached, or online."""
+    if is_local_path(name) or Path(name).expanduser().exists():
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("1", "true", "yes", "on"):
+        return None
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name, marker), str):
+        return None
+    return (
+        f"{name} is a hub id, HF_HUB_OFFLINE is set, and the local cache ({constants.HF_HUB_CACHE}) "
+        f"holds no copy of it: download it where the hub is reachable (`hf download {name}`), "
+        "unset HF_HUB_OFFLINE, or name a local folder"
+    )
+
+
 def check_local_paths(plan: Plan) -> None:
     """Refuse a launch whose local data files, model or tokenizer folder do not exist, naming
     every such key at once (exit 2). Hub ids are left to the hub client in the ranks.
@@ -285,12 +303,13 @@ def check_local_paths(plan: Plan) -> None:
             what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
             message = f"{path} {what} (relative paths are read from where launcher runs)"
             problems.append(RecipeProblem(plan.source, key, message))
-    folders = [("model.pretrained", recipe.model.pretrained)]
+    folders = [("model.pretrained", recipe.model.pretrained, "config.json")]
     tokenizer = recipe.tokenizer
     if tokenizer.train is None or tokenizer.train.algorithm == "retrain":
-        folders.append(("tokenizer.pretrained", tokenizer.pretrained))
-    for key, name in folders:
-        problem = missing_folder(name) if name else None
+        # (None: the model's own, checked above)
+        folders.append(("tokenizer.pretrained", tokenizer.pretrained, "tokenizer_config.json"))
+    for key, name, marker in folders:
+        problem = (missing_folder(name) or not_cached_offline(name, marker)) if name else None
         if problem:
             problems.append(RecipeProblem(plan.source, key, problem))
     if problems:

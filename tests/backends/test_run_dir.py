@@ -35,6 +35,7 @@ from launcher.backends.run_lock import (
 )
 from launcher.commands.resolve import resolve_plan
 from launcher.contract import RunLayout
+from launcher.errors import RecipeError
 from launcher.plan.build import build_plan
 from launcher.recipe.loader import load_recipe
 
@@ -229,6 +230,7 @@ import sys, time
 from pathlib import Path
 from launcher.backends.run_lock import RunInUse, take_run_lock, this_process
 from launcher.contract import RunLayout
+from launcher.errors import RecipeError
 start = float(sys.argv[2])
 while time.time() < start:
     pass
@@ -314,3 +316,27 @@ def test_a_run_that_saved_nothing_starts_again_with_the_fixed_recipe(
     (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
     with pytest.raises(RunDirError, match="holds a run of a different recipe"):
         prepare_run_dir(plan_for(run_dir))
+
+
+def test_a_hub_model_not_cached_is_refused_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HF_HUB_OFFLINE with a hub id the cache has no copy of: a recipe problem before the launch
+    (not a traceback in every rank); online, the hub client is left to fetch it."""
+    from launcher.backends.run_dir import check_local_paths
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    overrides = ["model.pretrained=org/not-cached", "tokenizer.pretrained=org/not-cached-tok"]
+    plan = build_plan(
+        load_recipe(REPO / "recipes" / "classification-imdb.yaml", overrides), tmp_path / "run"
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RecipeError) as refused:
+        check_local_paths(plan)
+    message = str(refused.value)
+    assert "model.pretrained: org/not-cached is a hub id, HF_HUB_OFFLINE is set" in message
+    assert "tokenizer.pretrained: org/not-cached-tok is a hub id" in message
+    assert "`hf download org/not-cached`" in message
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    check_local_paths(plan)  # online: nothing to refuse here
