@@ -158,17 +158,20 @@ def metrics_lines(layout: RunLayout) -> list[str]:
     return lines
 
 
-def failure_lines(layout: RunLayout) -> list[str]:
-    """The failing rank(s): node, error and traceback tail, and where the full logs are."""
+def failure_lines(layout: RunLayout, traceback: bool = True) -> list[str]:
+    """The failing rank(s): node, error (and traceback tail: not where the run's output already
+    showed it), and where the full logs are, naming only folders that exist."""
     lines = []
     for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
         failure = json.loads(path.read_text())
         where = failure.get("node") or failure.get("host")
         lines.append(f"FAILED      rank {failure['rank']} on {where}: {failure['error']}")
-        lines += [f"            {line}" for line in failure["traceback_tail"].splitlines()[-8:]]
+        if traceback:
+            lines += [f"            {line}" for line in failure["traceback_tail"].splitlines()[-8:]]
         lines.append(f"            log: {failure['log']}")
     if lines:
-        lines.append(f"            all logs: {layout.logs_dir} and {layout.slurm_dir}")
+        folders = [str(f) for f in (layout.logs_dir, layout.slurm_dir) if f.is_dir()]
+        lines.append(f"            all logs: {' and '.join(folders)}")
     return lines
 
 

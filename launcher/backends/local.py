@@ -84,7 +84,7 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
         if returncode != 0:
             from launcher.backends.jobs import failure_lines
 
-            details = "\n".join(failure_lines(layout))
+            details = "\n".join(failure_lines(layout, traceback=False))  # streamed above
             raise RunFailed(
                 f"training failed (exit code {returncode}).\n{details}\n"
                 f"Rank logs: {layout.logs_dir}/rank-*.log; launcher log: {layout.launcher_log}"

@@ -42,3 +42,25 @@ def test_status_shows_the_newest_metrics_and_how_to_continue_a_stopped_run(
     report = status_report(moved, None)
     assert f"finished    step 3; model in {moved.root / 'model'}" in report
     assert "stopped" not in report
+
+
+def test_a_failure_names_only_log_folders_that_exist(tmp_path: Path) -> None:
+    from launcher.backends.jobs import failure_lines
+
+    layout = RunLayout(tmp_path / "run")
+    layout.logs_dir.mkdir(parents=True)
+    failure = {
+        "rank": 0, "host": "h", "error": "ValueError: bad", "log": str(layout.rank_log(0)),
+        "traceback_tail": 'File "x.py", line 1\nValueError: bad',
+    }  # fmt: skip
+    (layout.logs_dir / "failure-rank-0.json").write_text(json.dumps(failure))
+    lines = failure_lines(layout)
+    assert lines[0] == "FAILED      rank 0 on h: ValueError: bad"
+    assert '            File "x.py", line 1' in lines  # for status, which shows no output
+    assert lines[-1] == f"            all logs: {layout.logs_dir}"  # a local run: no slurm/
+    # A local run streamed the traceback already: its report names the error and the log only.
+    assert failure_lines(layout, traceback=False) == [
+        lines[0],
+        f"            log: {layout.rank_log(0)}",
+        lines[-1],
+    ]
