@@ -16,6 +16,9 @@ from pathlib import Path
 
 NODE_PLACEHOLDER = "{node}"
 RANK_ENTRY_MODULE = "launcher.ranks.entry"
+# Set by the launcher for its ranks: `bar` when its output is a terminal (progress bars), else
+# periodic progress lines (a log file, a pipe, SLURM's output file).
+PROGRESS_ENV = "LAUNCHER_PROGRESS"
 
 
 @dataclass(frozen=True)

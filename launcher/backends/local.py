@@ -25,7 +25,7 @@ from launcher.backends.run_dir import (
     private_files,
 )
 from launcher.backends.run_lock import heartbeat, release_run_lock, this_process
-from launcher.contract import RunLayout
+from launcher.contract import PROGRESS_ENV, RunLayout
 from launcher.errors import LauncherError, RecipeError, RecipeProblem
 from launcher.plan.build import Plan
 from launcher.secret_env import mask, secret_values
@@ -140,7 +140,7 @@ def signal_to_pass_on(stop: KeyboardInterrupt) -> signal.Signals:
 
 def launch(plan: Plan, out: TextIO) -> int:
     # The ranks inherit the environment as it is, secrets included; nothing writes it down.
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", PROGRESS_ENV: "bar" if out.isatty() else "lines"}
     hidden = secret_values(plan.recipe.secrets)
     signal.signal(signal.SIGTERM, interrupt)  # `kill` of the launcher stops the ranks cleanly too
     # Ctrl-C, even where the launcher was started with SIGINT ignored (a shell's background job).

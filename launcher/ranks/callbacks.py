@@ -66,6 +66,54 @@ def bitsandbytes_details(optimizer: Any) -> str:
     return f" ({paged}{bits}-bit states)"
 
 
+class ProgressLines(TrainerCallback):
+    """Progress where output is not a terminal (the launcher's log, SLURM's output file): one line
+    every ``every_s`` seconds and when training ends, on rank 0, instead of a progress bar whose every
+    redraw becomes a line in a file. Each says the step, the newest loss, steps/s and the time left.
+    """
+
+    def __init__(self, every_s: float = 30.0, clock=time.monotonic, out=print):  # type: ignore[no-untyped-def]
+        self.every_s, self.clock, self.out = every_s, clock, out
+        self.started: tuple[float, int] | None = None  # (time, step) at the start of training
+        self.printed_at = 0.0
+        self.loss: float | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = (self.clock(), state.global_step)
+        self.printed_at = self.started[0]
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and isinstance(logs.get("loss"), int | float):
+            self.loss = float(logs["loss"])
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.clock() - self.printed_at >= self.every_s and state.global_step < state.max_steps:
+            self.say(state)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.say(state)  # after the last log: its loss is the final one
+
+    def say(self, state) -> None:  # type: ignore[no-untyped-def]
+        if not state.is_world_process_zero or self.started is None:
+            return
+        self.printed_at = now = self.clock()
+        self.out(progress_line(state.global_step, state.max_steps, self.loss, self.started, now))
+
+
+def progress_line(
+    step: int, max_steps: int, loss: float | None, started: tuple[float, int], now: float
+) -> str:
+    """``[launcher] step 120/300 (40%), loss 2.346, 3.21 steps/s, 56 s left``."""
+    rate = (step - started[1]) / max(now - started[0], 1e-9)
+    parts = [f"step {step}/{max_steps} ({100 * step // max(max_steps, 1)}%)"]
+    if loss is not None:
+        parts.append(f"loss {loss:.4g}")
+    parts.append(f"{rate:.3g} steps/s")
+    if rate > 0 and step < max_steps:
+        parts.append(f"{round((max_steps - step) / rate)} s left")
+    return f"[launcher] {', '.join(parts)}"
+
+
 class MetricsLog(TrainerCallback):
     """Appends every log (loss, learning rate, eval metrics) to ``metrics.jsonl`` on rank 0, each
     training log with the throughput since the previous one; points TensorBoard into the run.

@@ -21,12 +21,13 @@ from typing import Any
 
 import yaml
 
-from launcher.contract import RunContract, RunLayout
+from launcher.contract import PROGRESS_ENV, RunContract, RunLayout
 from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
 from launcher.ranks import runtime
 from launcher.ranks.heartbeat import Heartbeat
 from launcher.ranks.logs import guard_secrets, rank_log
+from launcher.ranks.quiet import quiet_library_noise
 from launcher.recipe.schema import Recipe
 
 
@@ -39,6 +40,7 @@ def main(argv: list[str]) -> int:
         return 2
     layout = RunLayout(Path(argv[1]).absolute())
     rank = int(os.environ.get("RANK", "0"))
+    quiet_library_noise()
     with rank_log(layout.rank_log(rank)):
         try:
             train(layout)
@@ -132,7 +134,7 @@ def train_in(
     from transformers import set_seed
 
     from launcher.checkpoints import check_resume_world, choose_checkpoint, training_finished
-    from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard
+    from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard, ProgressLines
     from launcher.ranks.data import load_raw_splits
     from launcher.ranks.data_cache import prepare
     from launcher.ranks.model import build_model
@@ -144,7 +146,18 @@ def train_in(
         layout.stopped_file.unlink(missing_ok=True)
     use_cpu = not runtime.cuda_available()
     checkpoints = contract.checkpoints_folder()  # this node's, with node-local storage
+    # Progress bars only where the user watches a terminal; logs get periodic lines instead.
+    progress_bars = os.environ.get(PROGRESS_ENV) == "bar"
+    if not progress_bars:  # each library's own bars (dataset maps, saving model shards)
+        import datasets
+        import huggingface_hub.utils
+        import transformers.utils.logging
+
+        datasets.disable_progress_bars()
+        huggingface_hub.utils.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
     trainer_args = {**trainer_args, "output_dir": str(checkpoints)}
+    trainer_args.setdefault("disable_tqdm", not progress_bars)
     args = make_training_arguments(recipe, trainer_args, use_cpu=use_cpu)
     runtime.check_numbers(contract, runtime.numbers_seen(state, args))
     say(
@@ -176,6 +189,7 @@ def train_in(
     zero_stage = dist.zero_stage if dist.strategy == "deepspeed" else None
     check_resume_world(zero_stage, resume, state.num_processes, layout.root)
     callbacks = [
+        *([] if progress_bars else [ProgressLines()]),
         PlanGuard(contract, state),
         MetricsLog(layout.metrics_file),
         CheckpointCompletion(state, recipe.checkpointing.keep, resume, on_each_node, verify),
@@ -183,6 +197,10 @@ def train_in(
         heartbeat,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
+    if not progress_bars:
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # ProgressLines says the loss instead
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
 
     if resume is not None and training_finished(resume):

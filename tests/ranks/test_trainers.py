@@ -51,3 +51,30 @@ def test_mlm_evaluation_masks_the_same_tokens_every_time(tmp_path: Path) -> None
     assert trainer.evaluate()["eval_loss"] != first["eval_loss"]
     # Training still masks from the global RNG (restored on resume).
     assert trainer.data_collator.seed is None
+
+
+def test_progress_lines_every_interval_and_at_the_end() -> None:
+    """Where output is a file, progress is a line every 30 s and one at the end (rank 0 only),
+    not a bar redrawn at every step."""
+    from types import SimpleNamespace
+
+    from launcher.ranks.callbacks import ProgressLines
+
+    now, said = [100.0], []
+    progress = ProgressLines(every_s=30, clock=lambda: now[0], out=said.append)
+    state = SimpleNamespace(global_step=0, max_steps=300, is_world_process_zero=True)
+    progress.on_train_begin(None, state, None)
+    for step in range(1, 301):
+        now[0] += 0.5  # 2 steps/s
+        state.global_step = step
+        progress.on_log(None, state, None, logs={"loss": 3.0 - step / 300})
+        progress.on_step_end(None, state, None)
+    progress.on_train_end(None, state, None)
+    assert len(said) == 5  # 150 s of training: at 30, 60, 90 and 120 s, then the end
+    assert said[0] == "[launcher] step 60/300 (20%), loss 2.8, 2 steps/s, 120 s left"
+    assert said[-1] == "[launcher] step 300/300 (100%), loss 2, 2 steps/s"
+    other_rank = ProgressLines(every_s=0, clock=lambda: now[0], out=said.append)
+    state.is_world_process_zero = False
+    other_rank.on_train_begin(None, state, None)
+    other_rank.on_train_end(None, state, None)
+    assert len(said) == 5

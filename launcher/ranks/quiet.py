@@ -1,0 +1,22 @@
+"""Library warnings that tell a user nothing, silenced once, here, in every rank.
+
+Each entry was seen in a real run and says nothing the user can act on: the rank still reports
+what matters (the optimizer that really runs, the world it trains in). A ZeRO-3 smoke run printed
+the first one 114 times on one rank (DeepSpeed calls the deprecated collectives every step, from
+many call sites, so Python's once-per-location rule does not hold it back).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+NOISE: list[tuple[type[Warning], str]] = [
+    # torch 2.13 renamed the collectives DeepSpeed 0.19 calls on every step.
+    (FutureWarning, r"`torch\.distributed\.\w+` is deprecated"),
+]
+
+
+def quiet_library_noise() -> None:
+    """Install the filters (call once, before the libraries run)."""
+    for category, message in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
