@@ -100,6 +100,20 @@ class ProgressLines(TrainerCallback):
         self.out(progress_line(state.global_step, state.max_steps, self.loss, self.started, now))
 
 
+def labelled_progress_bar() -> Any:
+    """The Trainer's progress bar, labelled ``training`` (a terminal shows the launcher's other
+    bars too: data preparation, saving)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class TrainingBar(ProgressCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            super().on_train_begin(args, state, control, **kwargs)
+            if self.training_bar is not None:
+                self.training_bar.set_description("training")
+
+    return TrainingBar()
+
+
 def progress_line(
     step: int, max_steps: int, loss: float | None, started: tuple[float, int], now: float
 ) -> str:

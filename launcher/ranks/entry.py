@@ -134,7 +134,13 @@ def train_in(
     from transformers import set_seed
 
     from launcher.checkpoints import check_resume_world, choose_checkpoint, training_finished
-    from launcher.ranks.callbacks import CheckpointCompletion, MetricsLog, PlanGuard, ProgressLines
+    from launcher.ranks.callbacks import (
+        CheckpointCompletion,
+        MetricsLog,
+        PlanGuard,
+        ProgressLines,
+        labelled_progress_bar,
+    )
     from launcher.ranks.data import load_raw_splits
     from launcher.ranks.data_cache import prepare
     from launcher.ranks.model import build_model
@@ -197,9 +203,12 @@ def train_in(
         heartbeat,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
-    if not progress_bars:
-        from transformers.trainer_callback import PrinterCallback
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    if progress_bars:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(labelled_progress_bar())
+    else:
         trainer.remove_callback(PrinterCallback)  # ProgressLines says the loss instead
     say(state, f"resuming from {resume}" if resume else "starting from step 0")
 
