@@ -265,7 +265,11 @@ class SharedRuns:
             # checkpoint where it was). Ten attempts move on by at most 5 x 6 of the 60 steps, so
             # every one of them is killed.
             newest, _ = latest_complete_checkpoint(killed / "checkpoints")
-            target = (checkpoint_step(newest) if newest else 0) + rng.randint(1, 4)
+            # The first kill comes after a checkpoint is complete (every 2 steps), so that the
+            # last run has one to continue from however few kills a scenario has.
+            target = (checkpoint_step(newest) if newest else 0) + rng.randint(
+                3 if attempt == 0 else 1, 4
+            )
             delay = rng.uniform(0.0, 0.3)
             mid_save = attempt % 2 == 1
             if (name, attempt) == HANG:
