@@ -222,8 +222,9 @@ def check_scheduler_accepts(script: str, plan: Plan, profile: ClusterProfile) ->
             )
         except (OSError, subprocess.TimeoutExpired):
             return  # no answer: sbatch itself decides on submission
-    if answer.returncode == 0:
-        return
+    unreachable = ("Unable to contact slurm controller", "Socket timed out", "Connection refused")
+    if answer.returncode == 0 or any(words in answer.stderr for words in unreachable):
+        return  # accepted, or no scheduler answered: nothing to say about the job
     said = " ".join(
         line.removeprefix("sbatch: error: ").strip()
         for line in answer.stderr.splitlines()

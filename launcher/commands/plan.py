@@ -58,6 +58,13 @@ def plan(
 
         script = batch_script(resolved.plan, resolved.profile)
         print(f"\nbatch script for cluster {resolved.profile.name}:\n{script}")
+        import shutil
+
+        if shutil.which("sbatch"):  # where a scheduler answers: would it ever run this job?
+            from launcher.backends.slurm import check_scheduler_accepts
+
+            check_scheduler_accepts(script, resolved.plan, resolved.profile)
+            print(f"sbatch --test-only: cluster {resolved.profile.name} can run this job")
     if output:
         from launcher.backends.run_dir import write_files
 

@@ -338,3 +338,14 @@ def test_a_job_the_cluster_cannot_run_is_refused_before_anything_is_written(
     assert "Traceback" not in refused.stderr
     assert not run_dir.exists()
     assert set(subprocess.run(queued, capture_output=True, text=True).stdout.split()) <= before
+
+
+def test_plan_asks_the_scheduler_too(cluster: None, workdir: Path) -> None:
+    """`plan --cluster` where sbatch answers says whether the cluster could run the job."""
+    fits = launcher("plan", "mlm-scratch", "--smoke", "--cluster", "dev", cwd=workdir)
+    assert fits.stdout.rstrip().endswith("sbatch --test-only: cluster dev can run this job")
+    refused = launcher(
+        "plan", "mlm-scratch", "--smoke", "--cluster", "dev", "--nodes", "3", cwd=workdir,
+        check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "cannot run this job as planned" in refused.stderr
