@@ -205,13 +205,17 @@ class SchedulerRefusal(LauncherError):
     exit_code = 2
 
 
-def check_scheduler_accepts(script: str, plan: Plan, profile: ClusterProfile) -> None:
+def check_scheduler_accepts(script: str, plan: Plan, profile: ClusterProfile) -> bool:
     """Ask the scheduler whether it could ever run the job (``sbatch --test-only``: nothing is
     queued) before the run directory is touched. A refusal names what the job asks for and where
     each request comes from, instead of sbatch's bare "Requested node configuration is not
-    available" after the fact."""
+    available" after the fact. True when the scheduler accepted it; False when none answered
+    (no sbatch here, or no controller)."""
     import subprocess
     import tempfile
+
+    if shutil.which("sbatch") is None:
+        return False
 
     with tempfile.NamedTemporaryFile("w", suffix=".sh", prefix="launcher-test-only-") as file:
         file.write(script)
@@ -221,10 +225,12 @@ def check_scheduler_accepts(script: str, plan: Plan, profile: ClusterProfile) ->
                 ["sbatch", "--test-only", file.name], capture_output=True, text=True, timeout=60
             )
         except (OSError, subprocess.TimeoutExpired):
-            return  # no answer: sbatch itself decides on submission
+            return False  # no answer: sbatch itself decides on submission
     unreachable = ("Unable to contact slurm controller", "Socket timed out", "Connection refused")
-    if answer.returncode == 0 or any(words in answer.stderr for words in unreachable):
-        return  # accepted, or no scheduler answered: nothing to say about the job
+    if answer.returncode == 0:
+        return True
+    if any(words in answer.stderr for words in unreachable):
+        return False  # no scheduler answered: nothing to say about the job
     said = " ".join(
         line.removeprefix("sbatch: error: ").strip()
         for line in answer.stderr.splitlines()

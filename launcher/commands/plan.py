@@ -54,16 +54,12 @@ def plan(
     )
     print(resolved.plan.summary())
     if resolved.profile is not None:
-        from launcher.backends.slurm import batch_script
+        from launcher.backends.slurm import batch_script, check_scheduler_accepts
 
         script = batch_script(resolved.plan, resolved.profile)
         print(f"\nbatch script for cluster {resolved.profile.name}:\n{script}")
-        import shutil
-
-        if shutil.which("sbatch"):  # where a scheduler answers: would it ever run this job?
-            from launcher.backends.slurm import check_scheduler_accepts
-
-            check_scheduler_accepts(script, resolved.plan, resolved.profile)
+        # Where a scheduler answers: would it ever run this job?
+        if check_scheduler_accepts(script, resolved.plan, resolved.profile):
             print(f"sbatch --test-only: cluster {resolved.profile.name} can run this job")
     if output:
         from launcher.backends.run_dir import write_files

@@ -22,8 +22,6 @@ def sbatch(
     Args:
         output: the script to write
     """
-    import shutil
-
     from launcher.backends.run_dir import write_files
     from launcher.backends.slurm import (
         check_scheduler_accepts,
@@ -40,8 +38,7 @@ def sbatch(
     assert profile is not None
     script = standalone_batch_script(plan, profile)  # refusals come before the run dir exists
     output = output_file(output, "the batch script")
-    if shutil.which("sbatch"):  # on a login node: would the scheduler ever run it?
-        check_scheduler_accepts(script, plan, profile)
+    check_scheduler_accepts(script, plan, profile)  # where a scheduler answers
     prepare_cluster_run(plan, from_scratch=from_scratch)
     write_files({output: script})
     output.chmod(0o755)

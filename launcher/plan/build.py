@@ -155,9 +155,10 @@ def build_plan(
     if smoke:
         recipe, notes = apply_smoke(recipe, layout, exists, tuple(overrides))
     recipe = with_absolute_files(recipe)
-    check_positions(recipe, source, exists)
+    known = known_model_config(recipe, exists)
+    check_positions(recipe, source, known)
     batch = batch_numbers(recipe)
-    model_config = resolved_model_config(recipe, exists)
+    model_config = resolved_model_config(recipe, known)
     hidden = hidden_size(model_config) if model_config else None
     deepspeed = (
         deepspeed_config(recipe, batch, hidden)
@@ -199,17 +200,14 @@ def build_plan(
     )
 
 
-def check_positions(recipe: Recipe, source: str, exists: Callable[[Path], bool]) -> None:
+def check_positions(recipe: Recipe, source: str, known: dict[str, Any] | None) -> None:
     """``data.max_length`` must fit a model whose positions are learned embeddings (BERT,
-    DistilBERT...): a longer sample has no position to use and the first batch crashes."""
-    config: dict[str, Any] = {}
-    if recipe.model.pretrained:
-        config_file = Path(recipe.model.pretrained).expanduser() / "config.json"
-        if exists(config_file):
-            config = json.loads(config_file.read_text())
+    DistilBERT...): a longer sample has no position to use and the first batch crashes.
+    ``known``: the model's config as far as it is known here (``known_model_config``)."""
+    config = known if known is not None else dict(recipe.model.config)  # a hub model's own
     family = recipe.model.architecture or config.get("model_type")
     if recipe.model.architecture:
-        config = full_config(recipe.model.architecture, {**config, **recipe.model.config})
+        config = full_config(recipe.model.architecture, config)
     positions = config.get("max_position_embeddings")
     if family not in LEARNED_POSITIONS or not isinstance(positions, int):
         return
@@ -241,17 +239,26 @@ def with_absolute_files(recipe: Recipe) -> Recipe:
     return recipe
 
 
-def resolved_model_config(recipe: Recipe, exists: Callable[[Path], bool]) -> dict[str, Any] | None:
-    """The model's config fields as far as they can be known offline, or None."""
+def known_model_config(recipe: Recipe, exists: Callable[[Path], bool]) -> dict[str, Any] | None:
+    """The recipe's ``model.config`` over a local pretrained folder's ``config.json``; None when
+    the model is a hub id (its config is not fetched)."""
     model = recipe.model
     config: dict[str, Any] = dict(model.config)
     if model.pretrained:
-        config_file = Path(model.pretrained) / "config.json"
+        config_file = Path(model.pretrained).expanduser() / "config.json"
         if not exists(config_file):
             return None
         config = {**json.loads(config_file.read_text()), **config}
-    if not model.architecture:
+    return config
+
+
+def resolved_model_config(recipe: Recipe, known: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The model's config fields as far as they can be known offline (every field, for counting
+    parameters), or None."""
+    model = recipe.model
+    if known is None or not model.architecture:
         return None
+    config = dict(known)
     if recipe.tokenizer.train and "vocab_size" not in model.config:
         # Models built from config take their vocabulary size from the tokenizer.
         config["vocab_size"] = recipe.tokenizer.train.vocab_size
