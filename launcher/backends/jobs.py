@@ -158,15 +158,30 @@ def metrics_lines(layout: RunLayout) -> list[str]:
     return lines
 
 
-def failure_lines(layout: RunLayout, traceback: bool = True) -> list[str]:
-    """The failing rank(s): node, error (and traceback tail: not where the run's output already
-    showed it), and where the full logs are, naming only folders that exist."""
-    lines = []
+def failure_lines(layout: RunLayout, streamed: bool = False) -> list[str]:
+    """The failing rank(s): node, error (with its traceback's tail unless the run's output
+    already showed them, ``streamed``), and where the full logs are, naming only folders that
+    exist. A rank that only lost its peer after another rank's error is listed after it, as
+    stopped, so that the cause comes first."""
+    failures = []
     for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
-        failure = json.loads(path.read_text())
+        try:
+            failures.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            continue
+    failures.sort(key=lambda failure: (failure.get("after_rank") is not None, failure["rank"]))
+    lines = []
+    for failure in failures:
         where = failure.get("node") or failure.get("host")
-        lines.append(f"FAILED      rank {failure['rank']} on {where}: {failure['error']}")
-        if traceback:
+        if failure.get("after_rank") is not None:
+            lines.append(
+                f"stopped     rank {failure['rank']} on {where}, after rank "
+                f"{failure['after_rank']} failed (a collective lost its peer)"
+            )
+        elif streamed:
+            lines.append(f"FAILED      rank {failure['rank']} on {where}: its error is above")
+        else:
+            lines.append(f"FAILED      rank {failure['rank']} on {where}: {failure['error']}")
             lines += [f"            {line}" for line in failure["traceback_tail"].splitlines()[-8:]]
         lines.append(f"            log: {failure['log']}")
     if lines:

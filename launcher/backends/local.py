@@ -1,7 +1,8 @@
 """Run a plan on this machine: ``accelerate launch`` with N processes, wait, report.
 
 The launch runs in its own process group so that Ctrl-C or a kill reaches every rank, and its
-output goes both to the terminal and to ``logs/launcher.log``; each rank also keeps its own log.
+output goes both to the terminal and to ``logs/launcher.log`` (the agent's repetition of a rank's
+failure to the log only: ``launch_output``); each rank also keeps its own log.
 The ranks get secrets (tokens) through the inherited environment only, and a secret value that
 shows up in their output anyway is masked before it is shown or logged.
 """
@@ -18,6 +19,7 @@ import time
 from typing import TextIO
 
 from launcher.backends.attempts import clear_failures
+from launcher.backends.launch_output import LaunchOutput
 from launcher.backends.run_dir import (
     check_local_paths,
     finished_message,
@@ -84,11 +86,11 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
         if returncode != 0:
             from launcher.backends.jobs import failure_lines
 
-            details = "\n".join(failure_lines(layout, traceback=False))  # streamed above
-            raise RunFailed(
-                f"training failed (exit code {returncode}).\n{details}\n"
-                f"Rank logs: {layout.logs_dir}/rank-*.log; launcher log: {layout.launcher_log}"
-            )
+            details = failure_lines(layout, streamed=True) or [
+                "no rank recorded an error: one was killed from outside (out of memory?)",
+                f"            all logs: {layout.logs_dir}",
+            ]
+            raise RunFailed(f"training failed (exit code {returncode}).\n" + "\n".join(details))
         print(f"\nfinished in {format_duration(elapsed)}", file=out)
     print(ending(layout), file=out)
     return 0
@@ -159,12 +161,12 @@ def launch(plan: Plan, out: TextIO) -> int:
         try:
             assert process.stdout is not None
             logging = True
+            sorter = LaunchOutput()
             for line in process.stdout:
-                line = mask(line, hidden)
-                out.write(line)
-                out.flush()
-                if logging:
-                    logging = write_log(log, line, out)
+                for sorted_line, shown in sorter.lines(mask(line, hidden)):
+                    logging = show_and_log(sorted_line, shown, out, log if logging else None)
+            for sorted_line, shown in sorter.end():
+                logging = show_and_log(sorted_line, shown, out, log if logging else None)
             return process.wait()
         except KeyboardInterrupt as stop:
             # The ranks save a checkpoint at the end of their current step, then exit.
@@ -182,6 +184,15 @@ def launch(plan: Plan, out: TextIO) -> int:
     finally:
         with contextlib.suppress(OSError):  # what did not fit on a full disk
             log.close()
+
+
+def show_and_log(line: str, shown: bool, out: TextIO, log: TextIO | None) -> bool:
+    """Show ``line`` (unless the agent only repeats a failure) and append it to
+    ``logs/launcher.log``; False once the log cannot be written (``write_log``)."""
+    if shown:
+        out.write(line)
+        out.flush()
+    return log is not None and write_log(log, line, out)
 
 
 def write_log(log: TextIO, line: str, out: TextIO) -> bool:

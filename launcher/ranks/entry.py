@@ -26,7 +26,7 @@ from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
 from launcher.ranks import runtime
 from launcher.ranks.heartbeat import Heartbeat
-from launcher.ranks.logs import guard_secrets, rank_log
+from launcher.ranks.logs import Tee, guard_secrets, rank_log
 from launcher.ranks.quiet import quiet_library_noise
 from launcher.recipe.schema import Recipe
 
@@ -50,15 +50,65 @@ def main(argv: list[str]) -> int:
             record_failure(layout, rank, str(error))
             return 1
         except BaseException as error:
-            details = traceback.format_exc()
-            print(f"[launcher] rank {rank} failed:\n{details}", file=sys.stderr, flush=True)
-            report = explain(layout, rank, error)
-            if report:
-                print(f"[launcher] rank {rank}: error: {report}", file=sys.stderr, flush=True)
-                details = f"{details}\n{report}"
-            record_failure(layout, rank, details)
+            report_failure(layout, rank, error)
             return 1
     return 0
+
+
+def report_failure(layout: RunLayout, rank: int, error: BaseException) -> None:
+    """Say once why this rank failed, and record it for ``launcher status``. The traceback goes
+    to the terminal only when it is the best account there is: where a sentence says it better
+    (a collective that timed out, a full disk), or where it says only that another rank failed
+    first, it stays in the rank's log."""
+    details = traceback.format_exc()
+    first = failed_first(layout, rank, error)
+    report = None if first is not None else explain(layout, rank, error)
+    if first is None and report is None:
+        print(f"[launcher] rank {rank} failed:\n{details}", file=sys.stderr, flush=True)
+        record_failure(layout, rank, details)
+        return
+    keep_in_log(f"[launcher] rank {rank} failed:\n{details}")
+    if report is not None:
+        print(f"[launcher] rank {rank}: error: {report}", file=sys.stderr, flush=True)
+        details = f"{details}\n{report}"
+    else:
+        print(
+            f"[launcher] rank {rank}: stopped after rank {first} failed",
+            file=sys.stderr,
+            flush=True,
+        )
+    record_failure(layout, rank, details, after_rank=first)
+
+
+# How gloo and NCCL word a collective whose peer process has ended.
+LOST_PEER_WORDS = (
+    "closed by peer", "reset by peer", "Broken pipe", "remote process exited",
+    "communicator was aborted", "Connection refused",
+)  # fmt: skip
+
+
+def failed_first(layout: RunLayout, rank: int, error: BaseException) -> int | None:
+    """The rank whose failure this one only follows, or None: a collective that lost its peer
+    while another rank of this attempt had already recorded an error (its error is the one the
+    user needs; this rank's traceback would only say that a connection closed)."""
+    if not isinstance(error, RuntimeError) or not any(w in str(error) for w in LOST_PEER_WORDS):
+        return None
+    for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
+        try:
+            other = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if other.get("rank") != rank and other.get("after_rank") is None:
+            return int(other["rank"])
+    return None
+
+
+def keep_in_log(text: str) -> None:
+    """Write to the rank's log only (to stderr outside ``rank_log``)."""
+    if isinstance(sys.stderr, Tee):
+        sys.stderr.write_log_only(text + "\n")
+    else:
+        print(text, file=sys.stderr, flush=True)
 
 
 def explain(layout: RunLayout, rank: int, error: BaseException) -> str | None:
@@ -80,11 +130,13 @@ def explain(layout: RunLayout, rank: int, error: BaseException) -> str | None:
     return None
 
 
-def record_failure(layout: RunLayout, rank: int, details: str) -> None:
-    """What ``launcher status`` shows of a failed rank: where it ran and how it ended."""
+def record_failure(
+    layout: RunLayout, rank: int, details: str, after_rank: int | None = None
+) -> None:
+    """What ``launcher status`` shows of a failed rank: where it ran, how it ended, and whether
+    it only followed another rank's failure (``after_rank``)."""
     import socket
 
-    from launcher.ranks.logs import Tee
     from launcher.secret_env import mask, secret_values
 
     # A traceback may quote a secret (an exception about a header, say): hide it like the logs do.
@@ -99,6 +151,8 @@ def record_failure(layout: RunLayout, rank: int, details: str) -> None:
         "traceback_tail": "\n".join(lines[-15:]),
         "log": str(layout.rank_log(rank)),
     }
+    if after_rank is not None:
+        record["after_rank"] = after_rank
     try:
         layout.failure_file(rank).write_text(json.dumps(record, indent=2) + "\n")
     except OSError as error:

@@ -37,6 +37,15 @@ class Tee:
                 self.drop_log(error)
         return len(text)
 
+    def write_log_only(self, text: str) -> None:
+        """Keep ``text`` in the rank's log without showing it (masked all the same)."""
+        if not self.log_failed:
+            try:
+                self.log.write(mask(text, self.hidden))
+                self.log.flush()
+            except (OSError, ValueError) as error:
+                self.drop_log(error)
+
     def flush(self) -> None:
         self.stream.flush()
         if not self.log_failed:

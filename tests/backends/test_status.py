@@ -44,23 +44,32 @@ def test_status_shows_the_newest_metrics_and_how_to_continue_a_stopped_run(
     assert "stopped" not in report
 
 
-def test_a_failure_names_only_log_folders_that_exist(tmp_path: Path) -> None:
+def test_a_failure_names_its_cause_first_and_only_log_folders_that_exist(tmp_path: Path) -> None:
     from launcher.backends.jobs import failure_lines
 
     layout = RunLayout(tmp_path / "run")
     layout.logs_dir.mkdir(parents=True)
-    failure = {
-        "rank": 0, "host": "h", "error": "ValueError: bad", "log": str(layout.rank_log(0)),
-        "traceback_tail": 'File "x.py", line 1\nValueError: bad',
-    }  # fmt: skip
-    (layout.logs_dir / "failure-rank-0.json").write_text(json.dumps(failure))
+    failures = [
+        {"rank": 0, "host": "h", "error": "RuntimeError: Connection closed by peer",
+         "traceback_tail": "RuntimeError: Connection closed by peer", "after_rank": 1},
+        {"rank": 1, "host": "h", "error": "ValueError: bad",
+         "traceback_tail": 'File "x.py", line 1\nValueError: bad'},
+    ]  # fmt: skip
+    for failure in failures:
+        failure["log"] = str(layout.rank_log(failure["rank"]))
+        layout.failure_file(failure["rank"]).write_text(json.dumps(failure))
     lines = failure_lines(layout)
-    assert lines[0] == "FAILED      rank 0 on h: ValueError: bad"
-    assert '            File "x.py", line 1' in lines  # for status, which shows no output
-    assert lines[-1] == f"            all logs: {layout.logs_dir}"  # a local run: no slurm/
-    # A local run streamed the traceback already: its report names the error and the log only.
-    assert failure_lines(layout, traceback=False) == [
-        lines[0],
+    assert lines == [
+        "FAILED      rank 1 on h: ValueError: bad",
+        '            File "x.py", line 1',  # for status, which shows no output
+        "            ValueError: bad",
+        f"            log: {layout.rank_log(1)}",
+        "stopped     rank 0 on h, after rank 1 failed (a collective lost its peer)",
         f"            log: {layout.rank_log(0)}",
-        lines[-1],
+        f"            all logs: {layout.logs_dir}",  # a local run: no slurm/
+    ]
+    # A local run showed the error as it came: its report does not repeat it.
+    assert failure_lines(layout, streamed=True) == [
+        "FAILED      rank 1 on h: its error is above",
+        *lines[3:],
     ]

@@ -11,11 +11,13 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from launcher.checkpoints import write_manifest
 from launcher.contract import RunLayout
 from launcher.ranks.disk_full import disk_full_report, is_disk_full
 from launcher.ranks.heartbeat import is_collective_timeout, missing_ranks, timeout_report
-from launcher.ranks.logs import Tee
+from launcher.ranks.logs import Tee, rank_log
 
 GLOO_TIMEOUT = RuntimeError(
     "[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting "
@@ -121,3 +123,60 @@ def test_a_late_message_after_the_log_closed_is_not_noise() -> None:
     log.close()
     tee.write("bye\n")
     assert terminal.getvalue() == "bye\n"
+
+
+GLOO_LOST_PEER = (
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection closed by "
+    "peer [127.0.0.1]:7088. This is typically caused by a remote worker crashing."
+)
+
+
+def fail_in_rank(layout: RunLayout, rank: int, error: BaseException) -> None:
+    """``error`` raised and reported inside a rank's log, as ``entry.main`` does."""
+    from launcher.ranks.entry import report_failure
+
+    with rank_log(layout.rank_log(rank)):
+        try:
+            raise error
+        except BaseException as raised:
+            report_failure(layout, rank, raised)
+
+
+def test_a_rank_that_only_lost_its_peer_names_the_rank_that_failed_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rank 0 failed on the data; rank 1's barrier then lost its peer. Its traceback says only
+    that a connection closed: the terminal gets one line, the rank log keeps the traceback."""
+    layout = RunLayout(tmp_path / "run")
+    fail_in_rank(layout, 0, ValueError("label 'MAYBE' is not one of the labels"))
+    shown = capsys.readouterr().err
+    assert "Traceback" in shown and "ValueError: label 'MAYBE'" in shown  # unexplained: shown
+    fail_in_rank(layout, 1, RuntimeError(GLOO_LOST_PEER))
+    shown = capsys.readouterr().err
+    assert shown == "[launcher] rank 1: stopped after rank 0 failed\n"
+    logged = layout.rank_log(1).read_text()
+    assert "Traceback" in logged and "Connection closed by peer" in logged
+    records = [json.loads(layout.failure_file(rank).read_text()) for rank in (0, 1)]
+    assert "after_rank" not in records[0] and records[1]["after_rank"] == 0
+
+
+def test_a_lost_peer_with_no_earlier_failure_and_other_errors_are_shown_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With no other rank's error on record, a lost peer is this rank's own news (a node that
+    vanished); and an error of another kind is never taken for a consequence."""
+    layout = RunLayout(tmp_path / "run")
+    fail_in_rank(layout, 1, RuntimeError(GLOO_LOST_PEER))
+    assert "Traceback" in capsys.readouterr().err
+    fail_in_rank(layout, 2, ValueError("Connection closed by peer, in a ValueError"))
+    assert "Traceback" in capsys.readouterr().err
+    records = [json.loads(layout.failure_file(rank).read_text()) for rank in (1, 2)]
+    assert [record.get("after_rank") for record in records] == [None, None]
+
+
+def test_a_log_only_line_is_masked_and_stays_off_the_terminal() -> None:
+    terminal, log = io.StringIO(), io.StringIO()
+    tee = Tee(terminal, log, hidden=["hf_abcdefgh"])
+    tee.write_log_only("token hf_abcdefgh in a traceback\n")
+    assert terminal.getvalue() == ""
+    assert log.getvalue() == "token *** in a traceback\n"
