@@ -75,6 +75,11 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
     return GroupScheduling(config, log)
 
 
+# Programs a library runs once per machine for itself, not the test: matplotlib asks fontconfig
+# for the fonts when it builds its font cache (a fresh machine's first plot).
+LIBRARY_HOUSEKEEPING = {"fc-list"}
+
+
 @pytest.fixture(autouse=True)
 def processes_are_declared(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """The unit tier is in-process: a test without a tier marker that starts a program fails,
@@ -88,7 +93,10 @@ def processes_are_declared(request: pytest.FixtureRequest, monkeypatch: pytest.M
     def record(self, args, *rest, **kwargs):  # type: ignore[no-untyped-def]
         # Only the test's own thread: a session fixture may run processes in the background
         # for the tests that declared them.
-        if threading.current_thread() is threading.main_thread():
+        program = Path(str(args[0] if isinstance(args, (list, tuple)) else args).split()[0])
+        if threading.current_thread() is threading.main_thread() and (
+            program.name not in LIBRARY_HOUSEKEEPING
+        ):
             started.append(str(args)[:120])
         original(self, args, *rest, **kwargs)
 
