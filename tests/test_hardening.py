@@ -408,3 +408,24 @@ def test_batch_script_refuses_a_run_dir_with_a_line_break(workdir: Path) -> None
     assert "holds a line break" in result.stderr
     assert not run_dir.exists()
     no_traceback(result)
+
+
+@pytest.mark.process
+def test_output_into_a_closed_pipe_ends_quietly() -> None:
+    """``launcher recipes | head -1``: the reader leaves early; no traceback, the shell's 141."""
+    import subprocess
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "launcher", "recipes"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+    finally:
+        os.close(write)
+    assert result.returncode == 141, result.stderr
+    assert result.stderr == ""
