@@ -64,8 +64,10 @@ def trainer_arguments_json(
         "activation_checkpointing": training.gradient_checkpointing,
         "dataloader_num_workers": training.dataloader_num_workers,
         # Event files go to RUN/tensorboard: transformers 5 has no `logging_dir` argument, so the
-        # rank points TENSORBOARD_LOGGING_DIR there (ranks/callbacks.py, MetricsLog).
-        "report_to": ["tensorboard"],
+        # rank points TENSORBOARD_LOGGING_DIR there (ranks/callbacks.py, MetricsLog). W&B and
+        # MLflow continue one tracker run across resumes (ranks/trackers.py).
+        "report_to": recipe.training.report_to or "none",
+        "run_name": recipe.tracking.run_name or layout.root.name,
         # Real tokens per step, gathered from every rank: the throughput that metrics.jsonl and
         # `launcher plot` show as tokens per second.
         "include_num_input_tokens_seen": token_count(recipe),

@@ -265,7 +265,9 @@ def merge_into(
         layered.origin[path] = source
 
 
-FREE_FORM_PATHS = ("model.config", "smoke.tiny_config", "data.files")
+FREE_FORM_PATHS = (
+    "model.config", "smoke.tiny_config", "data.files", "training.extra", "distributed.deepspeed",
+)  # fmt: skip
 
 
 def is_free_form(path: str) -> bool:

@@ -39,6 +39,7 @@ Scheduler = Literal[
 ]
 Precision = Literal["fp32", "bf16", "fp16"]
 Cadence = Literal["no", "steps", "epoch"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 
 
 class Section(BaseModel):
@@ -187,6 +188,24 @@ class TrainingSection(Section):
     )
     gradient_checkpointing: bool = Field(False, description="Recompute activations to save memory.")
     dataloader_num_workers: int = Field(0, ge=0, description="Data loader worker processes.")
+    report_to: list[Tracker] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Experiment trackers: `tensorboard`, `wandb`, `mlflow` (several at once), or "
+        "`none`. One tracker run per launcher run, continued across resumes and requeues.",
+    )
+    extra: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Any other `TrainingArguments` / `SFTConfig` field, passed through as given "
+        "(`neftune_noise_alpha: 5`); fields with a recipe key are refused here, naming that key.",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def none_is_no_tracker(cls, value: Any) -> Any:
+        """``none`` (or one tracker's name) as the Trainer takes it."""
+        if value is None or value == "none" or value == ["none"]:
+            return []
+        return [value] if isinstance(value, str) else value
 
 
 class DistributedSection(Section):
@@ -210,6 +229,11 @@ class DistributedSection(Section):
         le=24 * 60,
         description="How long a collective waits for every rank before the run stops, naming "
         "the ranks that did not arrive (instead of hanging to the time limit).",
+    )
+    deepspeed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="DeepSpeed settings merged into the generated JSON (`zero_optimization: "
+        "{reduce_bucket_size: 5.0e+8}`); batch sizes stay the recipe's.",
     )
 
 
@@ -241,6 +265,22 @@ class ResourcesSection(Section):
     cpus_per_task: int | None = Field(None, gt=0, description="CPU cores per node task.")
     memory_gb: int | None = Field(None, gt=0, description="Memory per node in GiB.")
     time_limit_min: int = Field(60, gt=0, description="Wall-clock limit of one job attempt.")
+
+
+class TrackingSection(Section):
+    project: str | None = Field(
+        None, description="W&B project and MLflow experiment; default: the recipe's `name`."
+    )
+    entity: str | None = Field(None, description="W&B entity (team or user).")
+    run_name: str | None = Field(
+        None, description="Name of the tracker run; default: the run directory's name."
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags of the tracker run.")
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        description="MLflow server or store; default `$MLFLOW_TRACKING_URI`, else a file store "
+        "in the run directory (`RUN/mlruns`).",
+    )
 
 
 class SmokeSection(Section):
@@ -281,6 +321,9 @@ class Recipe(Section):
     )
     resources: ResourcesSection = Field(
         default_factory=ResourcesSection, description="What a scheduler allocates."
+    )
+    tracking: TrackingSection = Field(
+        default_factory=TrackingSection, description="Where W&B and MLflow put the run."
     )
     smoke: SmokeSection = Field(
         default_factory=SmokeSection, description="How `--smoke` shrinks the run."
