@@ -39,6 +39,7 @@ from launcher.paths import is_local_path, missing_folder
 from launcher.plan.build import Plan
 from launcher.plan.memory import OPTIMIZER_STATE_BYTES, adam8bit_state_bytes
 from launcher.recipe.loader import differences
+from launcher.recipe.schema import Recipe
 from launcher.smoke_data import write_smoke_data
 from launcher.units import format_bytes
 
@@ -178,7 +179,7 @@ MAY_CHANGE_ON_RESUME = (*WORLD_KEYS, "distributed.timeout_min", "resources.")
 def check_same_recipe(plan: Plan) -> None:
     """A run continues only with the recipe it started with, unless it saved nothing yet; its
     world size may change."""
-    stored = yaml.safe_load(plan.layout.recipe_file.read_text()) or {}
+    stored = with_new_defaults(yaml.safe_load(plan.layout.recipe_file.read_text()) or {})
     current = plan.recipe.model_dump(mode="json")
     all_changes = differences(stored, current)
     changes = [c for c in all_changes if not c[0].startswith(MAY_CHANGE_ON_RESUME)]
@@ -202,6 +203,19 @@ def check_same_recipe(plan: Plan) -> None:
             "Continue it with the same recipe and overrides, start over with --from-scratch "
             "(the old run is kept aside), or choose another --run-dir."
         )
+
+
+def with_new_defaults(stored: dict[str, Any]) -> dict[str, Any]:
+    """A run's recipe as this version of the launcher reads it: a key added since the run
+    started has its default (which does what the older version did), so that upgrading the
+    launcher does not make a run look like another recipe. As stored where it no longer
+    validates."""
+    from pydantic import ValidationError
+
+    try:
+        return Recipe.model_validate(stored).model_dump(mode="json")
+    except ValidationError:
+        return stored
 
 
 def checkpoint_bytes(plan: Plan) -> int | None:

@@ -318,6 +318,23 @@ def test_a_run_that_saved_nothing_starts_again_with_the_fixed_recipe(
         prepare_run_dir(plan_for(run_dir))
 
 
+def test_a_run_started_by_an_older_launcher_continues_after_an_upgrade(tmp_path: Path) -> None:
+    """Keys added to the schema since the run started (absent from its stored recipe) take their
+    defaults, so the run continues; a real change is still refused."""
+    run_dir = tmp_path / "run"
+    prepare_run_dir(plan_for(run_dir))
+    (run_dir / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    stored_file = run_dir / "plan" / "recipe.yaml"
+    stored = yaml.safe_load(stored_file.read_text())
+    del stored["tracking"], stored["training"]["report_to"], stored["distributed"]["deepspeed"]
+    stored_file.write_text(yaml.safe_dump(stored))
+    prepare_run_dir(plan_for(run_dir))  # no error: the same recipe as this version reads it
+    stored["training"]["learning_rate"] = 1.0
+    stored_file.write_text(yaml.safe_dump(stored))
+    with pytest.raises(RunDirError, match=r"training.learning_rate: 1.0 -> "):
+        prepare_run_dir(plan_for(run_dir))
+
+
 def test_a_hub_model_not_cached_is_refused_offline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
