@@ -9,10 +9,11 @@
     launcher plot runs/sft-mistral-smoke -o loss.png
     launcher doctor
 
-Each command is one typed function: positional parameters become arguments, keyword-only ones
-``--options`` (``bool``: a flag), the docstring's first line the command's help and its ``Args:``
-lines the options' help. Login nodes are slow and shared: this module imports only the command
-that runs (all of them for ``--help``), and the commands import torch and the like only inside.
+Each command is one typed function: positional parameters become arguments (optional where they
+have a default), keyword-only ones ``--options`` (``bool``: a flag), the docstring's first line the
+command's help and its ``Args:`` lines the options' help. Login nodes are slow and shared: this
+module imports only the command that runs (all of them for ``--help``), and the commands import
+torch and the like only inside.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ COMMON_HELP = {
     "from_scratch": "start over: an existing run directory is renamed aside, not resumed",
 }
 SHORT_FLAGS = {"output": "-o", "follow": "-f"}
-METAVARS = {"overrides": "key=value", "checkpoint": "STEP", "cluster": "PROFILE"}
+METAVARS = {
+    "overrides": "key=value",
+    "checkpoint": "STEP",
+    "cluster": "PROFILE",
+    "copy": "NAME",
+    "destination": "DEST.yaml",
+}
 
 
 def command_function(name: str) -> Callable[..., int]:
@@ -100,6 +107,10 @@ def add_parameters(parser: argparse.ArgumentParser, function: Callable[..., Any]
         if parameter.kind is not inspect.Parameter.KEYWORD_ONLY:
             if typing.get_origin(kind) is list:
                 parser.add_argument(name, nargs="*", default=[], **options)
+            elif parameter.default is not inspect.Parameter.empty:
+                parser.add_argument(
+                    name, nargs="?", type=converter(kind), default=parameter.default, **options
+                )
             else:
                 parser.add_argument(name, type=converter(kind), **options)
             continue

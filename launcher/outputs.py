@@ -1,4 +1,5 @@
-"""Where a command writes what the user asked for (``-o``): checked before any work is done.
+"""Where a command writes what the user asked for (``-o``, the file of ``recipes --copy``): checked
+before any work is done.
 
 A folder given where a file goes, a file where a folder goes, a place the user cannot write, or a
 pseudo file system like ``/proc`` is one clear error (exit 2) before the plan is resolved, the
@@ -58,6 +59,49 @@ def output_file(path: Path, what: str) -> Path:
     except OSError as error:
         raise OutputPathError(f"-o {path}: cannot write {what} here ({reason(error)})") from None
     return path
+
+
+def new_file(path: Path, what: str) -> Path:
+    """``path`` as a file that does not exist yet, in a folder that does and takes files; raises
+    OutputPathError. Nothing is written or made: what exists is never replaced, and a missing
+    folder is an error (a typo in its name), not made."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputPathError(f"{path}: this is a folder; name the file for {what}")
+    if path.exists() or path.is_symlink():
+        raise OutputPathError(
+            f"{path}: already exists and is not overwritten; name a new file for {what}, or "
+            "remove this one"
+        )
+    folder = path.parent
+    if not folder.is_dir():
+        why = f"{folder} is a file, not a folder" if folder.exists() else f"no folder {folder}"
+        raise OutputPathError(f"{path}: {why}; name a file in a folder that exists")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputPathError(f"{path}: cannot write {what} here ({reason(error)})") from None
+    return path
+
+
+def write_new_file(path: Path, text: str, what: str) -> None:
+    """Write ``text`` to ``path``, which must not exist (not even one made since it was checked);
+    a failed write leaves nothing behind."""
+    try:
+        stream = open(path, "x", encoding="utf-8")
+    except FileExistsError:
+        raise OutputPathError(f"{path}: already exists and is not overwritten") from None
+    except OSError as error:
+        raise OutputPathError(f"{path}: cannot write {what} here ({reason(error)})") from None
+    try:
+        with stream:
+            stream.write(text)
+    except BaseException as error:
+        path.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise OutputPathError(f"{path}: cannot write {what} ({reason(error)})") from None
+        raise
 
 
 def reason(error: OSError) -> str:

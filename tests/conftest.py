@@ -12,6 +12,8 @@ and ``tests/e2e`` trains real steps. Tiers, by marker (``make unit`` runs the fi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -75,9 +77,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):  # type: ignore[no-
     return GroupScheduling(config, log)
 
 
-# Programs a library runs once per machine for itself, not the test: matplotlib asks fontconfig
-# for the fonts when it builds its font cache (a fresh machine's first plot).
-LIBRARY_HOUSEKEEPING = {"fc-list"}
+# Programs a library runs once for itself, not the test: matplotlib asks fontconfig for the fonts
+# when it builds its font cache (a fresh machine's first plot); `platform.processor()` asks
+# `uname -p` once per process (DeepSpeed's import does, in whichever test imports it first).
+LIBRARY_HOUSEKEEPING = {"fc-list", "uname"}
 
 
 @pytest.fixture(autouse=True)
@@ -165,6 +168,19 @@ def launcher(
             f"--- stdout (tail)\n{result.stdout[-6000:]}\n--- stderr (tail)\n{result.stderr[-6000:]}"
         )
     return result
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    """``launcher ARGS`` in this process (the unit tier): (exit code, stdout, stderr)."""
+    from launcher.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit:
+            code = exit.code
+    return code, out.getvalue(), err.getvalue()
 
 
 def start_launcher(*args: str, cwd: Path, capture: bool = False) -> subprocess.Popen:

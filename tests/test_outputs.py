@@ -6,26 +6,13 @@ In-process through the real command line (``launcher.cli.main``): the checks run
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
-from launcher.cli import main
 from launcher.outputs import OutputPathError, output_file, output_folder
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    """``launcher ARGS`` in this process: (exit code, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit:
-            code = exit.code
-    return code, out.getvalue(), err.getvalue()
 
 
 def refused(code: int, stderr: str, path: Path, words: str) -> None:

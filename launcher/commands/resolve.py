@@ -33,6 +33,7 @@ def resolve_plan(
     ``run_dir`` defaults to ``runs/NAME`` (``runs/NAME-smoke`` for ``--smoke``); a given one is
     made absolute (``~`` expanded, ``..`` folded)."""
     from launcher.plan.build import build_plan
+    from launcher.recipe.changes import changes_from_base
     from launcher.recipe.loader import SHIPPED_RECIPES, display_path, find_yaml, load_recipe
 
     path = find_yaml(recipe, SHIPPED_RECIPES)
@@ -50,6 +51,11 @@ def resolve_plan(
     folder = Path(os.path.abspath(run_dir.expanduser())) if run_dir else None
     folder = folder or Path("runs") / (loaded.name + ("-smoke" if smoke else ""))
     plan = build_plan(
-        loaded, folder, source=display_path(path), overrides=tuple(overrides), smoke=smoke
+        loaded,
+        folder,
+        source=display_path(path),
+        overrides=tuple(overrides),
+        smoke=smoke,
+        base_changes=changes_from_base(path),
     )
     return Resolved(plan, profile)

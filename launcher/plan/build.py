@@ -28,6 +28,7 @@ from launcher.plan.memory import MemoryEstimate, estimate_memory
 from launcher.plan.parameters import ParameterCount, count_parameters
 from launcher.plan.smoke import apply_smoke, iter_files
 from launcher.plan.trainer import trainer_arguments_json
+from launcher.recipe.changes import BaseChanges
 from launcher.recipe.schema import Recipe
 from launcher.units import format_bytes
 
@@ -59,6 +60,8 @@ class Plan:
     command: tuple[str, ...]
     parameters: ParameterCount | None
     memory: MemoryEstimate | None
+    # What the recipe file changes from its `base:` (None without one); overrides not included.
+    base_changes: BaseChanges | None = None
 
     @property
     def contract(self) -> RunContract:
@@ -110,6 +113,7 @@ class Plan:
         overrides = f" + overrides: {' '.join(self.overrides)}" if self.overrides else ""
         rows = [
             ("recipe", f"{self.source}{overrides}"),
+            *([("", self.base_changes.describe())] if self.base_changes else []),
             ("task", f"{recipe.task}: {describe_model(recipe, self.parameters)}"),
             ("run dir", str(self.layout.root)),
             (
@@ -148,8 +152,10 @@ def build_plan(
     smoke: bool = False,
     python: str = sys.executable,
     exists: Callable[[Path], bool] = Path.exists,
+    base_changes: BaseChanges | None = None,
 ) -> Plan:
-    """Resolve ``recipe`` for a run in ``run_dir``; ``python`` is the interpreter ranks run with."""
+    """Resolve ``recipe`` for a run in ``run_dir``; ``python`` is the interpreter ranks run with.
+    ``base_changes`` (what the recipe file changes from its ``base:``) is shown in the summary."""
     layout = RunLayout(run_dir.absolute())
     notes: list[str] = []
     if smoke:
@@ -197,6 +203,7 @@ def build_plan(
         command=command,
         parameters=parameters,
         memory=memory,
+        base_changes=base_changes,
     )
 
 
@@ -341,9 +348,8 @@ def describe_launch(recipe: Recipe, batch: BatchNumbers) -> str:
 
 def offloading(recipe: Recipe) -> bool:
     dist = recipe.distributed
-    return dist.strategy == "deepspeed" and "cpu" in (
-        dist.offload_optimizer,
-        dist.offload_parameters,
+    return dist.strategy == "deepspeed" and (
+        dist.offload_optimizer != "none" or dist.offload_parameters != "none"
     )
 
 

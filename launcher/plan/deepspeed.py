@@ -38,7 +38,20 @@ def deepspeed_config(
     if recipe.checkpointing.use_node_local_storage:
         # Each node's local rank 0 (not only global rank 0) writes the non-sharded states.
         config["checkpoint"] = {"use_node_local_storage": True}
-    return config
+    # The recipe's own DeepSpeed settings (checked in recipe/passthrough.py: no batch sizes,
+    # stage or precision, no `auto`, only names DeepSpeed knows) win over the generated ones.
+    return merged(config, recipe.distributed.deepspeed)
+
+
+def merged(base: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``settings`` merged in, mappings merged key by key at every depth."""
+    result = dict(base)
+    for key, value in settings.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result
 
 
 def zero_section(recipe: Recipe, hidden_size: int | None) -> dict[str, Any]:
@@ -73,10 +86,14 @@ def zero_section(recipe: Recipe, hidden_size: int | None) -> dict[str, Any]:
                 "stage3_gather_16bit_weights_on_model_save": True,
             }
         )
-    if dist.offload_optimizer != "none":
-        section["offload_optimizer"] = {"device": dist.offload_optimizer, "pin_memory": True}
-    if dist.offload_parameters != "none":
-        section["offload_param"] = {"device": dist.offload_parameters, "pin_memory": True}
+    for key, device in (
+        ("offload_optimizer", dist.offload_optimizer),
+        ("offload_param", dist.offload_parameters),
+    ):
+        if device != "none":
+            section[key] = {"device": device, "pin_memory": True}
+            if device == "nvme":
+                section[key]["nvme_path"] = dist.nvme_path
     return section
 
 

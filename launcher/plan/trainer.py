@@ -80,6 +80,8 @@ def trainer_arguments_json(
         # The rank creates the distributed state itself (gloo on CPU, see ranks/runtime.py).
         "accelerator_config": {"use_configured_state": True},
     }
+    # Any other Trainer argument, as the recipe gives it (checked in recipe/passthrough.py).
+    args.update(recipe.training.extra)
     if recipe.task == "sft":
         args.update(
             {

@@ -17,6 +17,7 @@ from launcher.architectures import (
     ENCODERS,
     unknown_config_fields,
 )
+from launcher.recipe.passthrough import check_passthrough
 from launcher.recipe.schema import Recipe, TokenizerSection, split_name
 
 Problem = tuple[str, str]
@@ -68,6 +69,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
         check_distributed,
         check_evaluation,
         check_warmup,
+        check_passthrough,
     ]
     return [problem for check in checks for problem in check(recipe)]
 
@@ -288,13 +290,23 @@ def check_distributed(recipe: Recipe) -> Iterator[Problem]:
         yield "distributed.offload_optimizer", "needs `zero_stage` 1, 2 or 3"
     if dist.offload_parameters != "none" and dist.zero_stage != 3:
         yield "distributed.offload_parameters", f"needs `zero_stage: 3` (got {dist.zero_stage})"
+    nvme = [name for name in ("offload_optimizer", "offload_parameters")
+            if getattr(dist, name) == "nvme"]  # fmt: skip
+    for name in nvme:
+        if dist.zero_stage != 3:
+            yield f"distributed.{name}", f"`nvme` needs `zero_stage: 3` (got {dist.zero_stage})"
+    if nvme and not (dist.nvme_path and dist.nvme_path.startswith("/")):
+        yield "distributed.nvme_path", "offloading to `nvme` needs an absolute folder on each node"
+    if dist.nvme_path and not nvme:
+        yield "distributed.nvme_path", "used only with an offload to `nvme`"
     optimizer = recipe.training.optimizer
     if dist.offload_optimizer != "none" and optimizer not in OFFLOADABLE_OPTIMIZERS:
         yield (
             "training.optimizer",
             (
                 f"{optimizer!r} would be silently replaced by DeepSpeed's CPUAdam under "
-                "`distributed.offload_optimizer: cpu`; use `adamw_torch` (runs as CPUAdam) "
+                f"`distributed.offload_optimizer: {dist.offload_optimizer}`; use `adamw_torch` "
+                "(runs as CPUAdam) "
                 "or turn the offload off"
             ),
         )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from launcher.errors import WHOLE_FILE, RecipeError, RecipeProblem
 from launcher.recipe.checks import check_recipe
+from launcher.recipe.names import elsewhere_message, synonym_target
 from launcher.recipe.schema import Recipe
 from launcher.recipe.yaml_data import MAX_BYTES, YamlProblem, load_yaml
 
@@ -62,12 +63,32 @@ def layer_sources(path: Path, overrides: list[str]) -> tuple[LayeredRecipe, list
     problems: list[RecipeProblem] = []
     chain, chain_problems = read_base_chain(path)
     problems += chain_problems
-    for source, mapping in chain:
-        merge_into(layered, mapping, source)
     parsed, override_problems = parse_overrides(overrides)
     problems += override_problems
-    merge_into(layered, parsed, COMMAND_LINE)
+    for source, mapping in [*chain, (COMMAND_LINE, parsed)]:
+        problems += accept_synonyms(mapping, source)
+        merge_into(layered, mapping, source)
     return layered, problems
+
+
+def accept_synonyms(mapping: dict[str, Any], source: str) -> list[RecipeProblem]:
+    """Rename the names other tools use for a key of the same section, meaning the same
+    (``training.num_train_epochs`` -> ``training.num_epochs``; ``names.KNOWN_NAMES``), in place;
+    a problem where one source sets both names."""
+    problems = []
+    for section, keys in mapping.items():
+        if not isinstance(keys, dict):
+            continue
+        for name in list(keys):
+            own = synonym_target(str(section), str(name))
+            if own is None:
+                continue
+            if own in keys:
+                message = f"set twice, also as `{section}.{own}` (the same key); keep one"
+                problems.append(RecipeProblem(source, f"{section}.{name}", message))
+                continue
+            keys[own] = keys.pop(name)
+    return problems
 
 
 def read_base_chain(path: Path) -> tuple[list[tuple[str, dict[str, Any]]], list[RecipeProblem]]:
@@ -328,9 +349,7 @@ def describe_validation_error(
     if kind == "extra_forbidden":
         parent = schema_at(location[:-1], root)
         allowed = sorted(parent.model_fields) if parent else []
-        close = closest_key(location[-1], allowed)
-        hint = f"did you mean `{close}`? " if close else ""
-        message = f"unknown key; {hint}allowed here: {', '.join(allowed)}"
+        message = f"unknown key; {unknown_key_hint(location, allowed, data)}" + ", ".join(allowed)
     elif kind == "missing":
         message = "required, but not set"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -376,6 +395,29 @@ def brief(value: Any, limit: int = 80) -> str:
     """``repr(value)``, shortened: an error line quotes the value, not a megabyte of it."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text):,} chars)"
+
+
+def unknown_key_hint(location: list[str], allowed: list[str], data: Any) -> str:
+    """What an unknown key most likely means, ending in "allowed here: ": another tool's name
+    for a recipe key (``names``), a Trainer or DeepSpeed setting with no recipe key (which goes
+    in ``training.extra`` or ``distributed.deepspeed``), or a typo of an allowed key."""
+    from launcher.library_fields import deepspeed_keys, trainer_fields
+
+    key, name = ".".join(location), location[-1]
+    elsewhere = elsewhere_message(key, name)
+    if elsewhere:
+        return f"{elsewhere}; allowed here: "
+    sft = isinstance(data, dict) and data.get("task") == "sft"
+    if location[:-1] == ["training"] and name in (trainer_fields(sft) or ()):
+        return (
+            f"a Trainer argument without a recipe key: pass it as `training.extra.{name}`; "
+            "allowed here: "
+        )
+    deepspeed = deepspeed_keys()
+    if location[:-1] == ["distributed"] and deepspeed and name in deepspeed.top:
+        return "a DeepSpeed setting: put it under `distributed.deepspeed`; allowed here: "
+    close = closest_key(name, allowed)
+    return f"did you mean `{close}`? allowed here: " if close else "allowed here: "
 
 
 def closest_key(key: str, allowed: list[str]) -> str | None:
@@ -444,6 +486,7 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[tuple[str, Any, An
 def with_overrides(recipe: Recipe, overrides: list[str] | tuple[str, ...]) -> Recipe:
     """``recipe`` with already-validated command-line overrides applied once more on top."""
     parsed, _ = parse_overrides(list(overrides))
+    accept_synonyms(parsed, COMMAND_LINE)
     layered = LayeredRecipe(data=recipe.model_dump(mode="json"))
     merge_into(layered, parsed, COMMAND_LINE)
     return Recipe.model_validate(layered.data)

@@ -215,11 +215,16 @@ class DistributedSection(Section):
     zero_stage: Literal[0, 1, 2, 3] = Field(
         0, description="DeepSpeed ZeRO stage: 0 off, 1 optimizer, 2 + gradients, 3 + parameters."
     )
-    offload_optimizer: Literal["none", "cpu"] = Field(
-        "none", description="DeepSpeed: keep optimizer states in CPU memory (runs CPUAdam)."
+    offload_optimizer: Literal["none", "cpu", "nvme"] = Field(
+        "none",
+        description="DeepSpeed: keep optimizer states in CPU memory (runs CPUAdam), or on "
+        "NVMe (`nvme_path`, ZeRO-3).",
     )
-    offload_parameters: Literal["none", "cpu"] = Field(
-        "none", description="DeepSpeed ZeRO-3: keep parameters in CPU memory."
+    offload_parameters: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="DeepSpeed ZeRO-3: keep parameters in CPU memory, or on NVMe."
+    )
+    nvme_path: str | None = Field(
+        None, description="With an offload to `nvme`: a folder on each node's local NVMe disk."
     )
     nodes: int = Field(1, gt=0, description="Machines; local runs use one.")
     processes_per_node: int = Field(1, gt=0, description="Ranks per machine (usually its GPUs).")

@@ -58,8 +58,12 @@ def test_smoke_recipe_on_two_ddp_ranks(
             "--run-dir",
             str(run_dir),
             "distributed.processes_per_node=2",
+            # A Trainer argument with no recipe key, passed through: the ranks' Trainer takes it.
+            "training.extra.logging_nan_inf_filter=false",
             cwd=workdir,
         )
+        trainer_args = json.loads((run_dir / "plan" / "trainer_args.json").read_text())
+        assert trainer_args["logging_nan_inf_filter"] is False
 
     summary = (run_dir / "plan" / "summary.txt").read_text()
     assert "world size     2 = 1 node(s) x 2 process(es)" in summary

@@ -246,3 +246,92 @@ def configured_cpu_state() -> Any:
     PartialState(cpu=True)
     yield
     PartialState._reset_state()
+
+
+# --- the recipe's own settings: distributed.deepspeed ---------------------------------------------
+
+
+def test_recipe_settings_are_merged_and_deepspeed_reads_them(parse: Any) -> None:
+    """Bucket sizes, NVMe offload of the optimizer (ZeRO-3) and a top-level switch, merged key by
+    key into the generated JSON; DeepSpeed's own parser reads the result, batch unchanged."""
+    plan = zero_plan(
+        3,
+        "distributed.deepspeed.zero_optimization.reduce_bucket_size=2e8",
+        "distributed.deepspeed.zero_optimization.round_robin_gradients=true",
+        "distributed.deepspeed.wall_clock_breakdown=true",
+        "distributed.offload_optimizer=nvme",
+        "distributed.nvme_path=/local/nvme",
+        "training.optimizer=adamw_torch",
+        "distributed.deepspeed.zero_optimization.offload_optimizer.buffer_count=8",
+    )
+    config = parse(plan)
+    zero = config.zero_config
+    assert zero.reduce_bucket_size == 200_000_000 and zero.round_robin_gradients is True
+    assert config.wall_clock_breakdown is True
+    assert zero.offload_optimizer.device == "nvme" and zero.offload_optimizer.buffer_count == 8
+    assert str(zero.offload_optimizer.nvme_path) == "/local/nvme"
+    assert zero.param_persistence_threshold == 10 * HIDDEN  # the generated values stay
+    assert config.train_batch_size == plan.batch.global_batch
+    assert "auto" not in str(plan.deepspeed)
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        ("distributed.deepspeed.train_batch_size=64", "train_batch_size", "the recipe sets it"),
+        ("distributed.deepspeed.zero_optimization.stage=3", "zero_optimization.stage",
+         "`distributed.zero_stage`"),
+        ("distributed.deepspeed.bf16.enabled=true", "bf16.enabled", "`training.precision`"),
+        ("distributed.deepspeed.zero_optimization.overlap_comm=auto",
+         "zero_optimization.overlap_comm", "`auto` is for the launcher"),
+        ("distributed.deepspeed.zero_optimization.reduce_bucket_sise=1",
+         "zero_optimization.reduce_bucket_sise", "did you mean `reduce_bucket_size`?"),
+        ("distributed.deepspeed.wall_clock_breakdwn=true", "wall_clock_breakdwn",
+         "did you mean `wall_clock_breakdown`?"),
+        ("distributed.deepspeed.zero_optimization.offload_param.nvme_pth=/x",
+         "zero_optimization.offload_param.nvme_pth", "did you mean `nvme_path`?"),
+        ("distributed.deepspeed.amp={enabled: true}", "amp", "not a DeepSpeed setting"),
+    ],
+)  # fmt: skip
+def test_settings_deepspeed_does_not_know_or_the_recipe_owns_are_refused(
+    override: str, key: str, message: str
+) -> None:
+    from launcher.errors import RecipeError
+
+    with pytest.raises(RecipeError) as raised:
+        zero_plan(2, override)
+    (problem,) = raised.value.problems
+    assert (problem.source, problem.key) == ("command line", f"distributed.deepspeed.{key}")
+    assert message in problem.message
+
+
+def test_deepspeed_settings_under_ddp_are_refused() -> None:
+    from launcher.errors import RecipeError
+
+    with pytest.raises(RecipeError, match="need `distributed.strategy: deepspeed`"):
+        load_recipe(GOLDEN_RECIPE, ["distributed.deepspeed.wall_clock_breakdown=true"])
+
+
+def test_the_field_lists_read_from_source_are_the_libraries_own() -> None:
+    """The names `training.extra` and `distributed.deepspeed` are checked against, read without
+    importing the libraries, equal what the imported classes have."""
+    import dataclasses
+
+    from deepspeed.runtime.zero.config import DeepSpeedZeroConfig
+    from deepspeed.runtime.zero.offload_config import DeepSpeedZeroOffloadOptimizerConfig
+    from transformers import TrainingArguments
+    from trl import SFTConfig
+
+    from launcher.library_fields import deepspeed_keys, trainer_fields
+
+    def public(fields: Any) -> set[str]:
+        return {f.name for f in fields if not f.name.startswith("_")}
+
+    assert trainer_fields(False) == public(dataclasses.fields(TrainingArguments))
+    assert trainer_fields(True) == public(dataclasses.fields(SFTConfig))
+    keys = deepspeed_keys()
+    assert keys is not None
+    zero = DeepSpeedZeroConfig.model_fields
+    assert set(zero) <= keys.zero
+    assert {f.alias for f in zero.values() if f.alias} <= keys.zero
+    assert set(DeepSpeedZeroOffloadOptimizerConfig.model_fields) <= keys.offload

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import Golden
+from conftest import RECIPES, Golden
 
 from launcher.architectures import TINY_CONFIGS
 from launcher.plan.batch import BatchNumbers
@@ -868,3 +868,27 @@ def test_local_pretrained_model_sizes_come_from_its_config(tmp_path: Path) -> No
     )
     plan = build_plan(load_recipe(child), tmp_path / "run")
     assert plan.deepspeed["zero_optimization"]["reduce_bucket_size"] == 4096 * 4096
+
+
+def test_trainer_arguments_without_a_recipe_key_pass_through_and_owned_ones_are_refused() -> None:
+    from launcher.errors import RecipeError
+
+    golden = Path(__file__).resolve().parent / "golden" / "recipe.yaml"
+    recipe = load_recipe(golden, ["training.extra.neftune_noise_alpha=5"])
+    plan = build_plan(recipe, Path("/runs/x"), python="python", exists=lambda path: False)
+    assert plan.trainer_args["neftune_noise_alpha"] == 5
+    refused = {
+        "training.extra.per_device_train_batch_size=4": "use `training.per_device_batch_size`",
+        "training.extra.output_dir=/elsewhere": "`--run-dir`",
+        "training.extra.hub_token=hf_x": "secrets come from the environment only",
+        "training.extra.resume_from_checkpoint=true": "resumes from its newest complete",
+        "training.extra.neftune_alpha=5": "did you mean `neftune_noise_alpha`?",
+    }
+    for override, message in refused.items():
+        with pytest.raises(RecipeError) as raised:
+            load_recipe(golden, [override])
+        (problem,) = raised.value.problems
+        assert problem.key == override.split("=")[0] and message in problem.message, problem
+    classification = RECIPES / "classification-imdb.yaml"
+    with pytest.raises(RecipeError, match="an SFTConfig field, for `task: sft` only"):
+        load_recipe(classification, ["training.extra.completion_only_loss=true"])

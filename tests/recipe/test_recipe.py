@@ -38,13 +38,13 @@ data:
 
 TOP_LEVEL_KEYS = (
     "checkpointing, data, description, distributed, model, name, resources, secrets, smoke, task, "
-    "tokenizer, training"
+    "tokenizer, tracking, training"
 )
 TRAINING_KEYS = (
-    "dataloader_num_workers, eval_steps, eval_strategy, gradient_accumulation_steps, "
+    "dataloader_num_workers, eval_steps, eval_strategy, extra, gradient_accumulation_steps, "
     "gradient_checkpointing, greater_is_better, learning_rate, load_best_model_at_end, "
     "logging_steps, lr_scheduler, max_grad_norm, max_steps, metric_for_best_model, num_epochs, "
-    "optimizer, per_device_batch_size, per_device_eval_batch_size, precision, seed, warmup_ratio, "
+    "optimizer, per_device_batch_size, per_device_eval_batch_size, precision, report_to, seed, warmup_ratio, "
     "warmup_steps, weight_decay"
 )
 HEAVY_MODULES = {"torch", "transformers", "deepspeed", "bitsandbytes", "submitit"}

@@ -22,3 +22,12 @@ def test_reference_lists_every_field() -> None:
         assert f"`{section}`" in table
     assert "`training.per_device_batch_size`" in table
     assert "`tokenizer.train.limit_alphabet`" in table
+
+
+def test_readme_names_table_matches_the_names_the_loader_uses() -> None:
+    from launcher.recipe.reference import NAMES_END, NAMES_START, names_markdown
+
+    readme = (REPO / "README.md").read_text()
+    inside = readme.split(NAMES_START, 1)[1].split(NAMES_END, 1)[0].strip()
+    assert inside == names_markdown(), "README.md's names table is out of date: `make reference`"
+    assert "| `training.num_epochs` | `num_train_epochs` | `num_epochs` |" in inside

@@ -1,0 +1,210 @@
+"""The field names of ``TrainingArguments``, TRL's ``SFTConfig`` and DeepSpeed's config, read from
+the installed packages' source without importing them.
+
+``training.extra`` and ``distributed.deepspeed`` pass settings through to those libraries; a
+misspelt name must be refused at plan time, naming the key path, and planning must stay free of
+torch (importing ``transformers.TrainingArguments`` takes seconds). So the fields are read from
+the source files with ``ast`` and cached per file version in ``$LAUNCHER_CACHE/fields`` (about
+50 ms the first time, a small JSON read afterwards). A package that is not installed gives no
+list (None): the ranks' own libraries then check what they are given.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from launcher.files import write_text_atomic
+
+# Where each list is read: (package, source file inside it, classes whose fields count).
+TRAINING_ARGUMENTS = ("transformers", "training_args.py", ("TrainingArguments",))
+SFT_CONFIG = (
+    ("trl", "trainer/base_config.py", ("_BaseConfig",)),
+    (
+        "trl",
+        "trainer/sft_config.py",
+        ("SFTConfig",),
+    ),
+)
+DEEPSPEED_ZERO = ("deepspeed", "runtime/zero/config.py", ("DeepSpeedZeroConfig",))
+DEEPSPEED_OFFLOAD = (
+    "deepspeed",
+    "runtime/zero/offload_config.py",
+    ("DeepSpeedZeroOffloadParamConfig", "DeepSpeedZeroOffloadOptimizerConfig"),
+)
+
+
+@dataclass(frozen=True)
+class DeepSpeedKeys:
+    """The keys DeepSpeed reads: at the top of its JSON (every string constant of its
+    ``*constants.py`` modules and config models: a superset, enough to catch a misspelling),
+    under ``zero_optimization`` (its pydantic model's fields and aliases) and in the offload
+    sections."""
+
+    top: frozenset[str]
+    zero: frozenset[str]
+    offload: frozenset[str]
+
+
+@cache
+def trainer_fields(sft: bool) -> frozenset[str] | None:
+    """``TrainingArguments``' fields, with ``SFTConfig``'s for SFT; None when not installed."""
+    fields = class_fields(*TRAINING_ARGUMENTS)
+    if fields is None:
+        return None
+    if sft:
+        for source in SFT_CONFIG:
+            fields |= class_fields(*source) or frozenset()
+    return fields
+
+
+@cache
+def deepspeed_keys() -> DeepSpeedKeys | None:
+    zero = class_fields(*DEEPSPEED_ZERO)
+    offload = class_fields(*DEEPSPEED_OFFLOAD)
+    top = deepspeed_constants()
+    if zero is None or offload is None or top is None:
+        return None
+    return DeepSpeedKeys(top=top | zero, zero=zero, offload=offload)
+
+
+def package_folder(package: str) -> Path | None:
+    """The installed package's folder, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return Path(locations[0]) if locations else None
+
+
+def class_fields(package: str, source: str, classes: tuple[str, ...]) -> frozenset[str] | None:
+    """The annotated fields of ``classes`` in ``package/source`` (and their ``alias=`` names)."""
+    folder = package_folder(package)
+    path = folder / source if folder else None
+    if path is None or not path.is_file():
+        return None
+    return frozenset(cached(path, classes, lambda: parse_fields(path, classes)))
+
+
+def deepspeed_constants() -> frozenset[str] | None:
+    """Cached as one list under DeepSpeed's ``__init__.py`` (rewritten by every install)."""
+    folder = package_folder("deepspeed")
+    if folder is None or not (folder / "__init__.py").is_file():
+        return None
+
+    def parse_all() -> list[str]:
+        names: set[str] = set()
+        for path in sorted(folder.rglob("*constants*.py")) + sorted(folder.rglob("*config*.py")):
+            if "ops" not in path.relative_to(folder).parts[:1]:  # kernels, not config
+                names.update(parse_constants(path))
+        return sorted(names)
+
+    return frozenset(cached(folder / "__init__.py", ("constants",), parse_all))
+
+
+def parse_fields(path: Path, classes: tuple[str, ...]) -> list[str]:
+    names: list[str] = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if not isinstance(node, ast.ClassDef) or node.name not in classes:
+            continue
+        for statement in node.body:
+            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                name = statement.target.id
+                if not name.startswith("_") and name != "model_config":
+                    names.append(name)
+                names += field_aliases(statement.value)
+    return names
+
+
+def field_aliases(value: ast.expr | None) -> list[str]:
+    """``Field(..., alias="stage3_prefetch_bucket_size")``: the name DeepSpeed's JSON uses."""
+    if not isinstance(value, ast.Call):
+        return []
+    return [
+        keyword.value.value
+        for keyword in value.keywords
+        if keyword.arg == "alias"
+        and isinstance(keyword.value, ast.Constant)
+        and isinstance(keyword.value.value, str)
+    ]
+
+
+def parse_constants(path: Path) -> list[str]:
+    """String values of UPPER_CASE module constants, and the fields of pydantic config models
+    (``class XConfig(DeepSpeedConfigModel)``): the names of DeepSpeed's JSON keys."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, OSError):
+        return []
+    names: list[str] = []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
+            value = node.value.value
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if isinstance(value, str) and any(t.isupper() for t in targets):
+                names.append(value)
+        elif isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
+            names += parse_fields(path, (node.name,))
+    for node in ast.walk(tree):  # param_dict.get("compile", {}), param_dict["fp16"]
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get" and node.args:
+            key = node.args[0]
+        elif isinstance(node, ast.Subscript):
+            key = node.slice
+        else:
+            continue
+        if isinstance(key, ast.Constant) and isinstance(key.value, str):
+            names.append(key.value)
+    removed = removed_keys(tree)
+    return [name for name in names if name.isidentifier() and name not in removed]
+
+
+def removed_keys(tree: ast.Module) -> set[str]:
+    """``_REMOVED_TOP_LEVEL_CONFIG_KEYS``: blocks DeepSpeed refuses since it dropped them."""
+    for node in tree.body:
+        if (
+            isinstance(node, ast.Assign)
+            and any(getattr(t, "id", "").startswith("_REMOVED") for t in node.targets)
+            and isinstance(node.value, ast.Dict)
+        ):
+            return {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+    return set()
+
+
+def cached(path: Path, classes: tuple[str, ...], parse) -> list[str]:  # type: ignore[no-untyped-def]
+    """``parse()``, cached under the file's path, size and modification time."""
+    stat = path.stat()
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(classes)}"
+    folder = cache_folder()
+    entry = folder / f"{abs(hash_text(key)):016x}.json"
+    try:
+        stored = json.loads(entry.read_text())
+        if stored.get("key") == key:
+            return list(stored["names"])
+    except (OSError, ValueError, AttributeError):
+        pass
+    names = parse()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(entry, json.dumps({"key": key, "names": sorted(set(names))}))
+    except OSError:
+        pass  # a read-only home: parsed again next time
+    return names
+
+
+def hash_text(text: str) -> int:
+    """A hash stable across processes (``hash()`` of a str is salted per process)."""
+    import zlib
+
+    return zlib.crc32(text.encode()) << 32 | zlib.adler32(text.encode())
+
+
+def cache_folder() -> Path:
+    root = os.environ.get("LAUNCHER_CACHE")
+    base = Path(root) if root else Path.home() / ".cache" / "launcher"
+    return base / "fields"
