@@ -69,6 +69,9 @@ def test_command_latency_quick() -> None:
         "python -c pass",
         "launcher --help",
         "launcher plan recipes/sft-mistral.yaml",
+        "launcher plan recipes/sft-mistral.yaml training.extra.neftune_noise_alpha=5 "
+        "distributed.strategy=deepspeed distributed.zero_stage=2 "
+        "distributed.deepspeed.zero_optimization.reduce_bucket_size=2e8",
         "launcher submit recipes/sft-mistral.yaml --cluster dev --dry-run",
         "accelerate launch --help",
     }
@@ -77,6 +80,7 @@ def test_command_latency_quick() -> None:
         median, ratio = float(row[1]), float(row[-1])
         assert median > 0 and ratio > 0
     assert re.search(r"^bar: plan [\d.]+ s <= 0.1 x [\d.]+ s: (yes|NO); ", output, re.M)
+    assert re.search(r"^bar: plan \(pass-through\) [\d.]+ s <= 0.1 x ", output, re.M)
 
 
 @pytest.mark.process
