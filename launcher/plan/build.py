@@ -131,6 +131,7 @@ class Plan:
             ("launch", describe_launch(recipe, batch)),
             ("checkpoints", describe_checkpoints(recipe, self.layout)),
             ("precision", recipe.training.precision),
+            *passed_through(recipe),
             *memory_rows(self.memory, offloading(recipe)),
             (
                 "remote code",
@@ -344,6 +345,28 @@ def describe_launch(recipe: Recipe, batch: BatchNumbers) -> str:
         f"on each of {batch.nodes} nodes: accelerate launch --machine_rank NODE -> "
         f"torch.distributed.run{via}, {ranks}; rendezvous at the first node"
     )
+
+
+def passed_through(recipe: Recipe) -> list[tuple[str, str]]:
+    """The settings the recipe hands to the Trainer and DeepSpeed as they are, shown so that
+    the plan says everything that will run."""
+    shown = []
+    if recipe.training.extra:
+        shown.append(f"Trainer: {flat_settings(recipe.training.extra)}")
+    if recipe.distributed.deepspeed:
+        shown.append(f"DeepSpeed: {flat_settings(recipe.distributed.deepspeed)}")
+    return [("passed through" if i == 0 else "", text) for i, text in enumerate(shown)]
+
+
+def flat_settings(settings: dict[str, Any], prefix: str = "") -> str:
+    """``{"a": {"b": 1}, "c": true}`` -> ``a.b=1, c=true``."""
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            parts.append(flat_settings(value, f"{prefix}{key}."))
+        else:
+            parts.append(f"{prefix}{key}={json.dumps(value)}")
+    return ", ".join(parts)
 
 
 def offloading(recipe: Recipe) -> bool:
