@@ -103,6 +103,22 @@ class RunLayout:
         return self.root / "tensorboard"
 
     @property
+    def tracking_file(self) -> Path:
+        """The run's W&B and MLflow run ids, made once by rank 0 and reused by every attempt
+        (``launcher.ranks.trackers``)."""
+        return self.root / "tracking.json"
+
+    @property
+    def wandb_dir(self) -> Path:
+        """W&B's files (``WANDB_DIR`` is the run directory); offline runs are folders in it."""
+        return self.root / "wandb"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """MLflow's store when no other is given: ``mlflow.db`` (SQLite) and ``artifacts/``."""
+        return self.root / "mlflow"
+
+    @property
     def smoke_data_dir(self) -> Path:
         return self.root / "smoke-data"
 

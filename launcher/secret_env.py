@@ -12,8 +12,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 
-# Always secret, whatever the recipe says (HUGGING_FACE_HUB_TOKEN is huggingface_hub's old name).
-ALWAYS_SECRET = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY")
+# Always secret, whatever the recipe says (HUGGING_FACE_HUB_TOKEN is huggingface_hub's old name;
+# MLflow's client signs in to a tracking server with the last two).
+ALWAYS_SECRET = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "WANDB_API_KEY",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_PASSWORD",
+)
 # Shorter values are not masked: they cannot be real tokens, and replacing every "1" or "true" in
 # the logs would garble them.
 MIN_MASKED_LENGTH = 6

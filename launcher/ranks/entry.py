@@ -199,6 +199,7 @@ def train_in(
     from launcher.ranks.data_cache import prepare
     from launcher.ranks.model import build_model
     from launcher.ranks.preemption import StopOnSignal, write_stopped
+    from launcher.ranks.trackers import prepare_trackers, send_new_logs_only
     from launcher.ranks.trainers import build_trainer, make_training_arguments
 
     stop = StopOnSignal(state)  # before the slow start-up, so an early signal is not lost
@@ -225,6 +226,10 @@ def train_in(
         f"world size {state.num_processes}, {'CPU' if use_cpu else 'GPU'}, task {recipe.task}",
     )
     say(state, guard_secrets(recipe.secrets))  # every rank hides them; rank 0 names them
+    # Before the slow start-up: a missing package or an unreachable MLflow store fails at once.
+    trackers = prepare_trackers(recipe, layout, state.is_main_process)
+    if trackers is not None:
+        say(state, trackers.describe())
 
     with state.main_process_first():
         # Raw text is read only when needed: to train the tokenizer, or on a data cache miss.
@@ -257,6 +262,8 @@ def train_in(
         heartbeat,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
+    if trackers is not None:  # a resumed attempt sends its trackers no step twice
+        send_new_logs_only(trainer, trackers)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     if progress_bars:

@@ -191,7 +191,8 @@ class TrainingSection(Section):
     report_to: list[Tracker] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Experiment trackers: `tensorboard`, `wandb`, `mlflow` (several at once), or "
-        "`none`. One tracker run per launcher run, continued across resumes and requeues.",
+        "`none`. One tracker run per launcher run, continued across resumes and requeues. W&B "
+        "and MLflow need `pip install wandb mlflow`.",
     )
     extra: dict[str, Any] = Field(
         default_factory=dict,
@@ -280,11 +281,23 @@ class TrackingSection(Section):
     run_name: str | None = Field(
         None, description="Name of the tracker run; default: the run directory's name."
     )
-    tags: list[str] = Field(default_factory=list, description="Tags of the tracker run.")
+    tags: list[str] = Field(
+        default_factory=list,
+        description="Tags of the tracker run (no commas: W&B reads its tags comma-separated).",
+    )
+
+    @field_validator("tags")
+    @classmethod
+    def tags_have_no_commas(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            if "," in tag or not tag.strip():
+                raise ValueError(f"{tag!r}: a tag is a non-empty word or phrase without commas")
+        return value
     mlflow_tracking_uri: str | None = Field(
         None,
-        description="MLflow server or store; default `$MLFLOW_TRACKING_URI`, else a file store "
-        "in the run directory (`RUN/mlruns`).",
+        description="MLflow tracking server or store (`http://host:5000`, `sqlite:///path.db`); "
+        "wins over `$MLFLOW_TRACKING_URI`. Default: `$MLFLOW_TRACKING_URI`, else an SQLite store "
+        "in the run directory (`RUN/mlflow/mlflow.db`).",
     )
 
 

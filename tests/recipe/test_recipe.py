@@ -47,7 +47,9 @@ TRAINING_KEYS = (
     "optimizer, per_device_batch_size, per_device_eval_batch_size, precision, report_to, seed, warmup_ratio, "
     "warmup_steps, weight_decay"
 )
-HEAVY_MODULES = {"torch", "transformers", "deepspeed", "bitsandbytes", "submitit"}
+HEAVY_MODULES = {
+    "torch", "transformers", "deepspeed", "bitsandbytes", "submitit", "wandb", "mlflow",
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -376,6 +378,17 @@ ERROR_CASES = {
     "a scalar instead of a mapping": (
         "sft\n",
         ["bad.yaml: (whole file): expected a mapping of recipe sections, got a str"],
+    ),
+    "a tracker tag with a comma (W&B would split it)": (
+        VALID + "tracking: {tags: [ok, 'a,b']}\n",
+        ["bad.yaml: tracking.tags: 'a,b': a tag is a non-empty word or phrase without commas"],
+    ),
+    "an unknown tracker": (
+        VALID + "training: {report_to: [wandb, comet]}\n",
+        [
+            "bad.yaml: training.report_to.1: 'comet': input should be 'tensorboard', 'wandb' "
+            "or 'mlflow'"
+        ],
     ),
 }
 
@@ -962,6 +975,7 @@ def imported_modules(importtime_stderr: str) -> set[str]:
     [
         ["plan", "recipes/sft-mistral.yaml"],
         ["plan", "recipes/sft-mistral-7b-zero3.yaml", "--smoke"],
+        ["plan", "recipes/sft-mistral.yaml", "--smoke", "training.report_to=[wandb,mlflow]"],
         ["--help"],
         ["plan", "--help"],
         ["recipes"],
