@@ -355,7 +355,7 @@ def passed_through(recipe: Recipe) -> list[tuple[str, str]]:
         shown.append(f"Trainer: {flat_settings(recipe.training.extra)}")
     if recipe.distributed.deepspeed:
         shown.append(f"DeepSpeed: {flat_settings(recipe.distributed.deepspeed)}")
-    return [("passed through" if i == 0 else "", text) for i, text in enumerate(shown)]
+    return [("pass-through" if i == 0 else "", text) for i, text in enumerate(shown)]
 
 
 def flat_settings(settings: dict[str, Any], prefix: str = "") -> str:

@@ -241,10 +241,26 @@ class NewLogsOnly(TrainerCallback):
     one the tracker has for them (``had``, by the tracker's name of the metric: ``key``). Every
     other event goes to the tracker's callback unchanged."""
 
-    def __init__(self, tracker: Any, had: dict[str, int], key: Callable[[str], str]):
+    def __init__(
+        self,
+        tracker: Any,
+        had: dict[str, int],
+        key: Callable[[str], str],
+        after_save: Callable[[], None] | None = None,
+    ):
         for event in EVENTS:
-            setattr(self, event, getattr(tracker, event))
+            if event != "on_save":  # on_save below passes it on, then flushes
+                setattr(self, event, getattr(tracker, event))
         self.tracker, self.had, self.key = tracker, had, key
+        self.after_save = after_save
+
+    def on_save(self, args, state, control, **kwargs):  # type: ignore[no-untyped-def]
+        """The tracker's own ``on_save``, then ``after_save``: what the tracker was sent up to a
+        checkpoint is written down with it, so that a kill loses nothing before the checkpoint."""
+        result = self.tracker.on_save(args, state, control, **kwargs)
+        if self.after_save is not None and state.is_world_process_zero:
+            self.after_save()
+        return result
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # type: ignore[no-untyped-def]
         step = state.global_step
@@ -269,4 +285,12 @@ def send_new_logs_only(trainer: Any, trackers: Trackers) -> None:
             callbacks[index] = NewLogsOnly(callback, had, history.wandb_key)
         elif isinstance(callback, MLflowCallback) and trackers.mlflow_uri is not None:
             had = history.mlflow_steps(trackers.mlflow_uri, trackers.runs["mlflow"]["run_id"])
-            callbacks[index] = NewLogsOnly(callback, had, history.mlflow_key)
+            callbacks[index] = NewLogsOnly(callback, had, history.mlflow_key, flush_mlflow)
+
+
+def flush_mlflow() -> None:
+    """The Trainer's MLflow callback logs asynchronously (MLflow >= 2.8): wait for what is queued."""
+    import mlflow
+
+    if hasattr(mlflow, "flush_async_logging"):
+        mlflow.flush_async_logging()

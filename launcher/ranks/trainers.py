@@ -7,21 +7,61 @@ and eager attention (``launcher.ranks.packed_rows``).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any
 
-from transformers import Trainer
+import torch
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback
 
 from launcher.recipe.schema import Recipe
+
+
+class BatchSeededMasking(DataCollatorForLanguageModeling):
+    """MLM training masks drawn per batch from a generator seeded with (seed, rank, batch number),
+    so that a resumed run masks every batch as the uninterrupted run did.
+
+    Masks from the global RNG are not restored exactly on resume: accelerate's data loader
+    collates the next batch before the step's checkpoint is saved (to know whether it is the
+    last), so the RNG state in a checkpoint is already past that batch's masks and the resumed run
+    masks it anew. The batch number restarts where the resumed run starts (``NumberBatches``)."""
+
+    def __init__(self, tokenizer: Any, mlm_probability: float, seed: int, rank: int):
+        super().__init__(tokenizer, mlm=True, mlm_probability=mlm_probability, seed=seed)
+        self.rank, self.next_batch = rank, 0
+
+    def torch_call(self, examples: list[Any]) -> dict[str, Any]:
+        key = f"{self.seed}/{self.rank}/{self.next_batch}".encode()
+        seed = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1
+        self.generator = torch.Generator().manual_seed(seed)
+        self.next_batch += 1
+        return super().torch_call(examples)
+
+
+class NumberBatches(TrainerCallback):
+    """Sets the masking collator's batch number to the first batch this run trains: after a
+    resume, the batches the Trainer skips are never collated, so they are counted here."""
+
+    def __init__(self, collator: BatchSeededMasking):
+        self.collator = collator
+
+    def on_train_begin(self, args, state, control, train_dataloader=None, **kwargs):
+        per_epoch = len(train_dataloader) if train_dataloader is not None else 0
+        if not per_epoch:
+            self.collator.next_batch = state.global_step * args.gradient_accumulation_steps
+            return
+        steps_per_epoch = max(math.ceil(per_epoch / args.gradient_accumulation_steps), 1)
+        epochs, steps = divmod(state.global_step, steps_per_epoch)
+        self.collator.next_batch = epochs * per_epoch + steps * args.gradient_accumulation_steps
 
 
 class MaskedLMTrainer(Trainer):
     """MLM: evaluation on the same masks every time, and ``eval_perplexity = exp(eval_loss)``.
 
-    The collator masks tokens at random. Training draws its masks from the global RNG (restored on
-    resume, so a resumed run masks as the uninterrupted one did); each evaluation gets a collator
-    of its own seeded with ``eval_mask_seed``, so that the same weights always get the same eval
-    loss (in training, at the end, after a resume).
+    The collator masks tokens at random. Training masks each batch from its own seed
+    (``BatchSeededMasking``: a resumed run masks as the uninterrupted one did); each evaluation
+    gets a collator of its own seeded with ``eval_mask_seed``, so that the same weights always get
+    the same eval loss (in training, at the end, after a resume).
 
     ``Trainer.evaluate`` hands its metrics dict to ``log`` before returning it, so adding the key
     there makes it visible to the logs, the best-model selection and the caller alike.
@@ -30,10 +70,10 @@ class MaskedLMTrainer(Trainer):
     def __init__(self, *args: Any, eval_mask_seed: int, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.eval_mask_seed = eval_mask_seed
+        if isinstance(self.data_collator, BatchSeededMasking):
+            self.add_callback(NumberBatches(self.data_collator))
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> Any:
-        from transformers import DataCollatorForLanguageModeling
-
         training_collator = self.data_collator
         self.data_collator = DataCollatorForLanguageModeling(
             training_collator.tokenizer,
@@ -106,12 +146,9 @@ def build_trainer(
             return PackedRowsSFTTrainer(**common)
         return SFTTrainer(**common)
     if recipe.task == "mlm":
-        from transformers import DataCollatorForLanguageModeling
-
-        collator = DataCollatorForLanguageModeling(
-            tokenizer, mlm=True, mlm_probability=recipe.data.mlm_probability
-        )
         seed = recipe.training.seed
+        rank = args.process_index
+        collator = BatchSeededMasking(tokenizer, recipe.data.mlm_probability, seed, rank)
         return MaskedLMTrainer(**common, data_collator=collator, eval_mask_seed=seed)
     from transformers import DataCollatorWithPadding
 

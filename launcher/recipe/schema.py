@@ -293,6 +293,7 @@ class TrackingSection(Section):
             if "," in tag or not tag.strip():
                 raise ValueError(f"{tag!r}: a tag is a non-empty word or phrase without commas")
         return value
+
     mlflow_tracking_uri: str | None = Field(
         None,
         description="MLflow tracking server or store (`http://host:5000`, `sqlite:///path.db`); "

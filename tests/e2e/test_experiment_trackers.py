@@ -71,10 +71,14 @@ def test_one_tracker_run_across_a_kill_and_its_resume(
         kill_everything(process)
     first = json.loads((run_dir / "tracking.json").read_text())
     wandb_id, mlflow_id = first["wandb"]["run_id"], first["mlflow"]["run_id"]
-    # Both trackers hold steps that the resume trains again (the case this test is for).
-    assert not (run_dir / "checkpoints" / f"checkpoint-{2 * EVERY}").exists()
+    # The trackers hold steps that the resume trains again (the case this test is for): W&B
+    # always; MLflow, which logs asynchronously, when its queue reached the store before the
+    # kill, and every step up to the checkpoint in any case (the launcher flushes it at saves).
+    assert not (
+        run_dir / "checkpoints" / f"checkpoint-{2 * EVERY}" / "launcher-complete.json"
+    ).exists()
     assert wandb_steps(run_dir / "wandb", wandb_id)["train/loss"] > EVERY
-    assert mlflow_steps(uri, mlflow_id)["loss"] > EVERY
+    assert mlflow_steps(uri, mlflow_id)["loss"] >= EVERY
 
     offset = (run_dir / "logs" / "rank-0.log").stat().st_size
     launcher("run", *ARGS, "--run-dir", str(run_dir), cwd=workdir)

@@ -877,7 +877,7 @@ def test_trainer_arguments_without_a_recipe_key_pass_through_and_owned_ones_are_
     recipe = load_recipe(golden, ["training.extra.neftune_noise_alpha=5"])
     plan = build_plan(recipe, Path("/runs/x"), python="python", exists=lambda path: False)
     assert plan.trainer_args["neftune_noise_alpha"] == 5
-    assert "passed through  Trainer: neftune_noise_alpha=5\n" in plan.summary()
+    assert "pass-through   Trainer: neftune_noise_alpha=5\n" in plan.summary()
     refused = {
         "training.extra.per_device_train_batch_size=4": "use `training.per_device_batch_size`",
         "training.extra.output_dir=/elsewhere": "`--run-dir`",

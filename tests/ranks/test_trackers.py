@@ -221,6 +221,17 @@ def test_a_resumed_attempt_sends_only_what_the_tracker_lacks() -> None:
     assert fresh.sent == [(1, {"loss": 2.0})]
 
 
+def test_what_a_tracker_was_sent_is_flushed_at_each_save_on_rank_0() -> None:
+    """MLflow logs in the background: at a checkpoint the launcher waits for its queue, so that a
+    kill after the checkpoint loses nothing from before it."""
+    flushed: list[str] = []
+    callback = NewLogsOnly(Tracker(), {}, wandb_key, after_save=lambda: flushed.append("flush"))
+    callback.on_save(None, SimpleNamespace(is_world_process_zero=False), None)
+    assert flushed == []
+    callback.on_save(None, SimpleNamespace(is_world_process_zero=True), None)
+    assert flushed == ["flush"]
+
+
 def test_the_trainers_tracker_callbacks_are_filtered(layout: RunLayout) -> None:
     from transformers.integrations import MLflowCallback, WandbCallback
     from transformers.trainer_callback import DefaultFlowCallback

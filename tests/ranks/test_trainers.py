@@ -19,15 +19,19 @@ from launcher.ranks.trainers import MaskedLMTrainer
 TEXT = [f"the {w} sat on the mat and looked at the {v} all day" for w in "abcdefgh" for v in "xyz"]
 
 
-def test_mlm_evaluation_masks_the_same_tokens_every_time(tmp_path: Path) -> None:
-    """The same weights get the same eval loss at every evaluation (the final one equals the
-    in-training one), whatever the global random state."""
+def wordpiece_tokenizer() -> PreTrainedTokenizerFast:
     wordpiece = BertWordPieceTokenizer(lowercase=True)
     wordpiece.train_from_iterator(TEXT, vocab_size=100, min_frequency=1)
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
         cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
     )  # fmt: skip
+
+
+def test_mlm_evaluation_masks_the_same_tokens_every_time(tmp_path: Path) -> None:
+    """The same weights get the same eval loss at every evaluation (the final one equals the
+    in-training one), whatever the global random state."""
+    tokenizer = wordpiece_tokenizer()
     rows = [dict(tokenizer(text)) for text in TEXT]
     config = DistilBertConfig(
         vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=1, n_heads=2,
@@ -49,8 +53,38 @@ def test_mlm_evaluation_masks_the_same_tokens_every_time(tmp_path: Path) -> None
     # Another seed masks other tokens: the seed is what makes the masks the same.
     trainer.eval_mask_seed = 8
     assert trainer.evaluate()["eval_loss"] != first["eval_loss"]
-    # Training still masks from the global RNG (restored on resume).
+    # The training collator is left as it was.
     assert trainer.data_collator.seed is None
+
+
+def test_training_masks_depend_on_the_batch_number_not_on_the_global_rng() -> None:
+    """A resumed run collates the batch after its checkpoint again, with the global RNG already
+    past it (the data loader collated it before the save): masks keyed by (seed, rank, batch
+    number) come out as the uninterrupted run's did."""
+    from types import SimpleNamespace
+
+    from launcher.ranks.trainers import BatchSeededMasking, NumberBatches
+
+    tokenizer = wordpiece_tokenizer()
+    rows = [dict(tokenizer(text)) for text in TEXT]
+    collator = BatchSeededMasking(tokenizer, mlm_probability=0.5, seed=42, rank=0)
+    torch.manual_seed(0)
+    first, second = collator(rows), collator(rows)
+    assert not torch.equal(first["labels"], second["labels"])  # each batch masked anew
+    resumed = BatchSeededMasking(tokenizer, mlm_probability=0.5, seed=42, rank=0)
+    # Resumed at step 3, 2 batches a step, 5 batches an epoch (3 steps, the last of 1 batch):
+    # epoch 1 begins, at batch 5.
+    NumberBatches(resumed).on_train_begin(
+        SimpleNamespace(gradient_accumulation_steps=2), SimpleNamespace(global_step=3), None,
+        train_dataloader=[None] * 5,
+    )  # fmt: skip
+    assert resumed.next_batch == 5
+    resumed.next_batch = 1
+    torch.manual_seed(123)  # whatever the restored RNG state is
+    assert torch.equal(resumed(rows)["labels"], second["labels"])
+    assert torch.equal(resumed(rows)["input_ids"], collator(rows)["input_ids"])  # batch 2 both
+    other_rank = BatchSeededMasking(tokenizer, mlm_probability=0.5, seed=42, rank=1)
+    assert not torch.equal(other_rank(rows)["labels"], first["labels"])
 
 
 def test_progress_lines_every_interval_and_at_the_end() -> None:
