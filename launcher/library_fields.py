@@ -64,6 +64,54 @@ def trainer_fields(sft: bool) -> frozenset[str] | None:
 
 
 @cache
+def trainer_field_types(sft: bool) -> dict[str, str]:
+    """Each Trainer argument's annotation as written in the source (``float | None``)."""
+    types: dict[str, str] = {}
+    for package, source, classes in (TRAINING_ARGUMENTS, *(SFT_CONFIG if sft else ())):
+        folder = package_folder(package)
+        path = folder / source if folder else None
+        if path is not None and path.is_file():
+            types.update(
+                cached(path, (*classes, "types"), lambda p=path, c=classes: parse_types(p, c))
+            )
+    return types
+
+
+def parse_types(path: Path, classes: tuple[str, ...]) -> dict[str, str]:
+    types = {}
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.ClassDef) and node.name in classes:
+            for statement in node.body:
+                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                    types[statement.target.id] = ast.unparse(statement.annotation)
+    return types
+
+
+# What a plain annotation admits, for the values a recipe can hold (YAML scalars).
+SIMPLE_TYPES: dict[str, tuple[type, ...]] = {
+    "bool": (bool,), "int": (int,), "float": (int, float), "str": (str,),
+    "None": (type(None),), "list[str]": (list,), "dict": (dict,),
+}  # fmt: skip
+
+
+def admits(annotation: str, value: object) -> bool | None:
+    """Whether a value fits an annotation made of plain types (``float | None``, ``bool``);
+    None where the annotation says more than that (enums, unions with classes): not checked."""
+    if annotation.startswith("Optional[") and annotation.endswith("]"):
+        annotation = f"None | {annotation[len('Optional[') : -1]}"
+    parts = [part.strip() for part in annotation.split("|")]
+    if not all(part in SIMPLE_TYPES for part in parts):
+        return None
+    for part in parts:
+        kinds = SIMPLE_TYPES[part]
+        if isinstance(value, bool) and bool not in kinds:
+            continue  # YAML's true is no number
+        if isinstance(value, kinds):
+            return True
+    return False
+
+
+@cache
 def deepspeed_keys() -> DeepSpeedKeys | None:
     zero = class_fields(*DEEPSPEED_ZERO)
     offload = class_fields(*DEEPSPEED_OFFLOAD)
@@ -176,8 +224,8 @@ def removed_keys(tree: ast.Module) -> set[str]:
     return set()
 
 
-def cached(path: Path, classes: tuple[str, ...], parse) -> list[str]:  # type: ignore[no-untyped-def]
-    """``parse()``, cached under the file's path, size and modification time."""
+def cached(path: Path, classes: tuple[str, ...], parse):  # type: ignore[no-untyped-def]
+    """``parse()`` (a JSON value), cached under the file's path, size and modification time."""
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(classes)}"
     folder = cache_folder()
@@ -185,16 +233,16 @@ def cached(path: Path, classes: tuple[str, ...], parse) -> list[str]:  # type: i
     try:
         stored = json.loads(entry.read_text())
         if stored.get("key") == key:
-            return list(stored["names"])
-    except (OSError, ValueError, AttributeError):
+            return stored["value"]
+    except (OSError, ValueError, AttributeError, KeyError):
         pass
-    names = parse()
+    value = parse()
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(entry, json.dumps({"key": key, "names": sorted(set(names))}))
+        write_text_atomic(entry, json.dumps({"key": key, "value": value}))
     except OSError:
         pass  # a read-only home: parsed again next time
-    return names
+    return value
 
 
 def hash_text(text: str) -> int:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from launcher.library_fields import deepspeed_keys, trainer_fields
+from launcher.library_fields import admits, deepspeed_keys, trainer_field_types, trainer_fields
 from launcher.recipe.names import trainer_field_owner
 from launcher.recipe.schema import Recipe
 
@@ -65,6 +65,9 @@ def check_trainer_extra(recipe: Recipe) -> Iterator[Problem]:
             yield key, f"not a field of {where} (the installed version){hint}"
         elif not is_json(value):
             yield key, f"{value!r}: a value the Trainer arguments file can hold (JSON)"
+        elif admits(trainer_field_types(recipe.task == "sft").get(name, ""), value) is False:
+            annotation = trainer_field_types(recipe.task == "sft")[name]
+            yield key, f"{value!r}: the Trainer takes `{annotation}` here"
 
 
 def check_deepspeed_settings(recipe: Recipe) -> Iterator[Problem]:
@@ -74,6 +77,10 @@ def check_deepspeed_settings(recipe: Recipe) -> Iterator[Problem]:
     if recipe.distributed.strategy != "deepspeed":
         yield "distributed.deepspeed", "DeepSpeed settings need `distributed.strategy: deepspeed`"
         return
+    for path in SECTIONS:
+        value = value_at(settings, path)
+        if value is not KeyError and not isinstance(value, dict):
+            yield f"distributed.deepspeed.{path}", f"{value!r}: DeepSpeed reads a mapping here"
     for path, value in leaves(settings, "distributed.deepspeed"):
         if value == "auto":
             yield path, "`auto` is for the launcher to resolve: give a value"
@@ -100,15 +107,23 @@ def check_deepspeed_settings(recipe: Recipe) -> Iterator[Problem]:
                 )
 
 
+# DeepSpeed sections the generated JSON has (or DeepSpeed reads) as mappings.
+SECTIONS = (
+    "zero_optimization", "zero_optimization.offload_optimizer", "zero_optimization.offload_param",
+    "bf16", "fp16", "checkpoint",
+)  # fmt: skip
+
+
+def value_at(settings: dict[str, Any], path: str) -> Any:
+    """The value at a dotted ``path``, or ``KeyError`` (the class) where there is none."""
+    current: Any = settings
+    for part in path.split("."):
+        current = current.get(part, KeyError) if isinstance(current, dict) else KeyError
+    return current
+
+
 def owned_paths(settings: dict[str, Any]) -> list[str]:
-    found = []
-    for path in DEEPSPEED_OWNED:
-        current: Any = settings
-        for part in path.split("."):
-            current = current.get(part, KeyError) if isinstance(current, dict) else KeyError
-        if current is not KeyError:
-            found.append(path)
-    return found
+    return [path for path in DEEPSPEED_OWNED if value_at(settings, path) is not KeyError]
 
 
 def leaves(value: Any, prefix: str) -> Iterator[tuple[str, Any]]:

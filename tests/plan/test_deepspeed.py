@@ -291,6 +291,8 @@ def test_recipe_settings_are_merged_and_deepspeed_reads_them(parse: Any) -> None
         ("distributed.deepspeed.zero_optimization.offload_param.nvme_pth=/x",
          "zero_optimization.offload_param.nvme_pth", "did you mean `nvme_path`?"),
         ("distributed.deepspeed.amp={enabled: true}", "amp", "not a DeepSpeed setting"),
+        ("distributed.deepspeed.zero_optimization=5", "zero_optimization",
+         "5: DeepSpeed reads a mapping here"),
     ],
 )  # fmt: skip
 def test_settings_deepspeed_does_not_know_or_the_recipe_owns_are_refused(
@@ -335,3 +337,12 @@ def test_the_field_lists_read_from_source_are_the_libraries_own() -> None:
     assert set(zero) <= keys.zero
     assert {f.alias for f in zero.values() if f.alias} <= keys.zero
     assert set(DeepSpeedZeroOffloadOptimizerConfig.model_fields) <= keys.offload
+
+
+def test_plain_annotations_admit_what_they_say() -> None:
+    from launcher.library_fields import admits
+
+    assert admits("float | None", 5) and admits("float | None", None)
+    assert admits("float", True) is False and admits("int", 2.5) is False
+    assert admits("Optional[list[str]]", ["a"]) and admits("bool", "yes") is False
+    assert admits("IntervalStrategy | str", "steps") is None  # an enum: not checked here

@@ -884,6 +884,10 @@ def test_trainer_arguments_without_a_recipe_key_pass_through_and_owned_ones_are_
         "training.extra.hub_token=hf_x": "secrets come from the environment only",
         "training.extra.resume_from_checkpoint=true": "resumes from its newest complete",
         "training.extra.neftune_alpha=5": "did you mean `neftune_noise_alpha`?",
+        # Plain annotations are checked: a YAML word where a number or a switch goes.
+        "training.extra.neftune_noise_alpha=nan": "'nan': the Trainer takes `float | None` here",
+        "training.extra.torch_compile=yes": "'yes': the Trainer takes `bool` here",
+        "training.extra.eval_accumulation_steps=2.5": "2.5: the Trainer takes `int | None` here",
     }
     for override, message in refused.items():
         with pytest.raises(RecipeError) as raised:
