@@ -164,17 +164,24 @@ def train(layout: RunLayout) -> None:
     recipe = Recipe.model_validate(yaml.safe_load(layout.recipe_file.read_text()))
     trainer_args = json.loads(layout.trainer_args_file.read_text())
 
-    state = runtime.init_distributed(recipe.distributed.timeout_min)
+    state = join_process_group(recipe)
     heartbeat = Heartbeat(layout, state.process_index)  # names this rank if it ever hangs
     try:
-        if recipe.distributed.strategy == "deepspeed":
-            from launcher.ranks.extension_builds import load_deepspeed_ops
-
-            offload = recipe.distributed.offload_optimizer != "none"
-            load_deepspeed_ops(runtime.cuda_available(), offload)
         train_in(layout, recipe, contract, trainer_args, state, heartbeat)
     finally:
         heartbeat.close()
+
+
+def join_process_group(recipe: Recipe) -> Any:
+    """The distributed state, with DeepSpeed's JIT-built ops loaded first: under DeepSpeed,
+    accelerate's state calls ``deepspeed.init_distributed``, which loads the shared-memory op on
+    CPU, and a lock a killed build left would hang it there (``extension_builds``)."""
+    if recipe.distributed.strategy == "deepspeed":
+        from launcher.ranks.extension_builds import load_deepspeed_ops
+
+        offload = recipe.distributed.offload_optimizer != "none"
+        load_deepspeed_ops(runtime.cuda_available(), offload)
+    return runtime.init_distributed(recipe.distributed.timeout_min)
 
 
 def train_in(

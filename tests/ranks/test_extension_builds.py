@@ -54,8 +54,10 @@ print("loaded")
 """
 
 
-def start(script: str, extensions: Path | None) -> subprocess.Popen:
-    env = dict(os.environ)
+def start(
+    script: str, extensions: Path | None, more_env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    env = {**os.environ, **(more_env or {})}
     if extensions is not None:
         env["TORCH_EXTENSIONS_DIR"] = str(extensions)
     return subprocess.Popen(
@@ -111,3 +113,36 @@ def test_a_lock_left_by_a_killed_build_is_removed_and_a_live_build_is_waited_for
 def test_deepspeed_finds_its_op_loaded_and_takes_no_lock() -> None:
     """The real op, in this machine's extensions folder (built once, as in a first DeepSpeed run)."""
     finish(start(LOAD_DEEPSPEEDS_OP, None))
+
+
+JOIN_AS_A_RANK = """
+from launcher.ranks.entry import join_process_group
+from launcher.recipe.schema import Recipe
+
+recipe = Recipe(
+    name="x", task="sft", model={"architecture": "mistral"},
+    distributed={"strategy": "deepspeed", "zero_stage": 2},
+)
+print("joined", join_process_group(recipe).distributed_type)
+print("loaded")
+"""
+
+
+def test_a_rank_joins_its_process_group_past_a_lock_a_killed_build_left(tmp_path: Path) -> None:
+    """As the rank starts under DeepSpeed: accelerate's state calls deepspeed.init_distributed,
+    which loads the shared-memory op; the rank loads it first, past the stale lock (a resumed
+    run once hung right there, in CI, after a kill during that load)."""
+    import shutil
+
+    from launcher.ranks.extension_builds import build_folder
+
+    finish(start(LOAD_DEEPSPEEDS_OP, None))  # built once in this machine's folder
+    copy = tmp_path / "deepspeed_shm_comm"
+    shutil.copytree(build_folder("deepspeed_shm_comm"), copy)
+    (copy / "lock").touch()
+    env = {
+        "ACCELERATE_USE_DEEPSPEED": "true", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "0",
+        "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+    }  # fmt: skip
+    output = finish(start(JOIN_AS_A_RANK, tmp_path, env))
+    assert f"removed {copy / 'lock'}" in output and "joined DistributedType.DEEPSPEED" in output
