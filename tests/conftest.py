@@ -52,11 +52,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # each other down.) xdist's own `xdist_group` marker cannot do this here: under pytest 9 it no
 # longer renames the tests it groups, so the group is named from the test's path.
 SLURM_JOB_FILES = re.compile(r"tests/backends/test_(slurm|slurm_zero|devcluster)\.py$")
+# e2e tests that train one rank and use none of the shared runs: they run beside the heavy tiers.
+ONE_RANK_E2E = ("tests/e2e/test_experiment_trackers.py",)
 
 
 def worker_group(nodeid: str) -> str:
     """The unit of work a test belongs to: ``training`` (SLURM jobs, then e2e) or the test alone."""
     path = nodeid.split("::", 1)[0]
+    if path in ONE_RANK_E2E:
+        return nodeid
     if path.startswith("tests/e2e/") or SLURM_JOB_FILES.search(path):
         return "training"
     return nodeid

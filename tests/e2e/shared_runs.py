@@ -42,7 +42,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import load_weights
+from conftest import load_weights, worker_group
 from run_scenarios import (
     HANG,
     KILLS,
@@ -449,7 +449,10 @@ def one_thread_per_rank(request: pytest.FixtureRequest, monkeypatch: pytest.Monk
     if E2E in Path(str(request.node.fspath)).parents:
         for name, value in ONE_THREAD.items():
             monkeypatch.setenv(name, value)
-        if any(waits_for(item) for item in request.session.items):
+        # Only where the training group runs: under xdist every worker sees every test.
+        if worker_group(request.node.nodeid) == "training" and any(
+            waits_for(item) for item in request.session.items
+        ):
             request.getfixturevalue("shared_runs")
 
 
