@@ -69,7 +69,10 @@ def load_split(data: DataSection, split: str, key: str) -> Any:
     try:
         if data.files:
             builder, files = local_files(data, split_name(split))
-            loaded = datasets.load_dataset(builder, data_files=files, split=split)
+            options = {}
+            if builder == "csv":
+                options["delimiter"] = csv_delimiter(data, files[split_name(split)])
+            loaded = datasets.load_dataset(builder, data_files=files, split=split, **options)
             if builder == "text" and data.text_column != "text":
                 loaded = loaded.rename_column("text", data.text_column)
             column = data.text_column
@@ -108,6 +111,14 @@ def local_files(data: DataSection, split: str) -> tuple[str, dict[str, list[str]
             )
         fmt = formats.pop() or "text"
     return fmt, {split: paths}
+
+
+def csv_delimiter(data: DataSection, paths: list[str]) -> str:
+    """``data.delimiter``, else a tab for ``.tsv`` files (tab-separated, as their name says),
+    else a comma."""
+    if data.delimiter:
+        return data.delimiter
+    return "\t" if all(Path(p).suffix.lower() == ".tsv" for p in paths) else ","
 
 
 def encode_labels(split: Any, data: DataSection, name: str) -> Any:

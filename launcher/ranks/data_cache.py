@@ -146,6 +146,13 @@ def cache_key(
         "max_length": data.max_length,
         "libraries": library_versions(recipe.task),
     }
+    if data.files and (
+        data.delimiter or any(Path(str(p)).suffix.lower() == ".tsv" for p in all_paths(data.files))
+    ):
+        # Read otherwise than with commas (a .tsv was once read with commas: not the same data).
+        from launcher.ranks.data import csv_delimiter
+
+        description["delimiter"] = csv_delimiter(data, all_paths(data.files))
     if recipe.task == "sft":
         from launcher.ranks.data import PACKING_STRATEGY
 
@@ -155,6 +162,12 @@ def cache_key(
         description["labels"] = data.labels
     text = json.dumps(description, sort_keys=True)
     return f"{recipe.task}-{hashlib.sha256(text.encode()).hexdigest()[:16]}", description
+
+
+def all_paths(files: dict[str, str | list[str]]) -> list[str]:
+    return [
+        path for value in files.values() for path in ([value] if isinstance(value, str) else value)
+    ]
 
 
 def folder_digest(folder: Path) -> str:

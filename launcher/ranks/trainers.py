@@ -160,6 +160,9 @@ def build_trainer(
 
 
 def accuracy(prediction: Any) -> dict[str, float]:
+    """Accuracy, and precision, recall and F1: of the positive class (id 1) with two labels, the
+    unweighted mean over the labels (macro) with more, as scikit-learn's ``binary`` and
+    ``macro`` averages define them (a label never predicted has precision 0)."""
     import numpy as np
 
     logits = (
@@ -167,4 +170,22 @@ def accuracy(prediction: Any) -> dict[str, float]:
         if isinstance(prediction.predictions, tuple)
         else prediction.predictions
     )
-    return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
+    predicted, gold = np.argmax(logits, axis=-1), np.asarray(prediction.label_ids)
+    labels = [1] if logits.shape[-1] == 2 else list(range(logits.shape[-1]))
+    scores = np.array([precision_recall_f1(predicted, gold, label) for label in labels])
+    precision, recall, f1 = (float(value) for value in scores.mean(axis=0))
+    return {
+        "accuracy": float((predicted == gold).mean()),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+    }
+
+
+def precision_recall_f1(predicted: Any, gold: Any, label: int) -> tuple[float, float, float]:
+    true_positives = float(((predicted == label) & (gold == label)).sum())
+    said, there = float((predicted == label).sum()), float((gold == label).sum())
+    precision = true_positives / said if said else 0.0
+    recall = true_positives / there if there else 0.0
+    total = precision + recall
+    return precision, recall, (2 * precision * recall / total if total else 0.0)

@@ -52,7 +52,18 @@ PATH_MAX_BYTES = 4096
 METRICS_BY_TASK = {
     "sft": ("loss", "eval_loss"),
     "mlm": ("loss", "eval_loss", "perplexity", "eval_perplexity"),
-    "classification": ("loss", "eval_loss", "accuracy", "eval_accuracy"),
+    "classification": (
+        "loss",
+        "eval_loss",
+        "accuracy",
+        "eval_accuracy",
+        "precision",
+        "eval_precision",
+        "recall",
+        "eval_recall",
+        "f1",
+        "eval_f1",
+    ),  # fmt: skip
 }
 
 

@@ -112,7 +112,13 @@ class DataSection(Section):
         None, description="Local files by split name (`train: corpus.txt`), instead of `dataset`."
     )
     format: Literal["auto", "csv", "json", "parquet", "text"] = Field(
-        "auto", description="File format; `auto` reads the extension (.jsonl is json)."
+        "auto", description="File format; `auto` reads the extension (.jsonl is json, .tsv csv)."
+    )
+    delimiter: str | None = Field(
+        None,
+        min_length=1,
+        max_length=1,
+        description="Column separator of csv files; default a tab for `.tsv`, else a comma.",
     )
     train_split: str = Field(
         "train", description="Training split; slices work (`train[:1000]`, `train[10%:]`)."

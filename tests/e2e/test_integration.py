@@ -99,6 +99,8 @@ def test_smoke_recipe_on_two_ddp_ranks(
     if recipe == "classification-imdb":
         assert model.config.id2label == {0: "NEGATIVE", 1: "POSITIVE"}
         assert 0.0 <= result["final_metrics"]["eval_accuracy"] <= 1.0
+        for score in ("eval_precision", "eval_recall", "eval_f1"):  # the positive class's
+            assert 0.0 <= result["final_metrics"][score] <= 1.0
         assert result["final_metrics"]["eval_loss"] < 1.0  # ~ln 2; 2x would mean doubled losses
     if recipe == "mlm-scratch":
         assert "eval_perplexity" in result["final_metrics"]

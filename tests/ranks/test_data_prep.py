@@ -399,3 +399,29 @@ def test_packing_in_several_processes_gives_the_rows_of_one(
             recipe_for(corpus, num_proc=count), tokenizer_dir, tmp_path / f"n{count}"
         )
         assert rows(several) == rows(one), f"{count} processes"
+
+
+def test_a_tsv_file_is_read_with_tabs_and_any_csv_with_the_recipes_delimiter(
+    tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """A review holding commas stays one text in a .tsv (it was once split at its commas); a
+    `;`-separated .csv is read with `data.delimiter`; the cache key follows how a file is read."""
+    from launcher.ranks.data import load_raw_splits
+
+    review = "Long, slow, and, in the end, lovely"
+    (tmp_path / "train.tsv").write_text(f"text\tlabel\n{review}\t1\nbad\t0\n")
+    (tmp_path / "train.csv").write_text(f"text;label\n{review};1\nbad;0\n")
+
+    def recipe(path: str, **data: Any) -> Recipe:
+        data = {"files": {"train": str(tmp_path / path)}, "shuffle": False, **data}
+        return Recipe.model_validate({"name": "x", "task": "classification", "data": data})
+
+    for name, options in (("train.tsv", {}), ("train.csv", {"delimiter": ";"})):
+        split = load_raw_splits(recipe(name, **options).data)["train"]
+        assert split.column_names == ["text", "label"], name
+        assert split["text"] == [review, "bad"] and split["label"] == [1, 0], name
+    tsv = recipe("train.tsv")
+    key, description = cache_key(tsv, tokenizer_dir, lambda: load_raw_splits(tsv.data))
+    assert description["delimiter"] == "\t"
+    comma = recipe("train.tsv", delimiter=",")
+    assert cache_key(comma, tokenizer_dir, lambda: load_raw_splits(comma.data))[0] != key

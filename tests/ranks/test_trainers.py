@@ -112,3 +112,30 @@ def test_progress_lines_every_interval_and_at_the_end() -> None:
     other_rank.on_train_begin(None, state, None)
     other_rank.on_train_end(None, state, None)
     assert len(said) == 5
+
+
+def test_classification_reports_precision_recall_and_f1_beside_accuracy() -> None:
+    """By hand: two labels score the positive class (id 1); more labels average over them."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import pytest
+
+    from launcher.ranks.trainers import accuracy
+
+    def scores(predicted: list[int], gold: list[int], classes: int) -> dict[str, float]:
+        logits = np.eye(classes)[predicted]  # one-hot: argmax is the prediction
+        return accuracy(SimpleNamespace(predictions=logits, label_ids=np.array(gold)))
+
+    binary = scores([1, 1, 1, 0, 0, 0], [1, 1, 0, 1, 0, 0], 2)
+    # 1 predicted 3 times, 2 right; 3 gold positives, 2 found.
+    assert binary == pytest.approx(
+        {"accuracy": 4 / 6, "precision": 2 / 3, "recall": 2 / 3, "f1": 2 / 3}
+    )
+    three = scores([0, 0, 1, 1, 0, 1], [0, 1, 1, 1, 2, 2], 3)
+    # label 0: p 1/3 r 1; label 1: p 2/3 r 2/3; label 2: never predicted, p 0 r 0.
+    precision, recall = (1 / 3 + 2 / 3 + 0) / 3, (1 + 2 / 3 + 0) / 3
+    f1 = (2 * (1 / 3) / (4 / 3) + 2 / 3 + 0) / 3
+    assert three == pytest.approx(
+        {"accuracy": 3 / 6, "precision": precision, "recall": recall, "f1": f1}
+    )
