@@ -187,7 +187,7 @@ class TrainingSection(Section):
         False, description="Reload the best checkpoint (by `metric_for_best_model`) at the end."
     )
     metric_for_best_model: str | None = Field(
-        None, description="Metric naming the best checkpoint (`accuracy`, `eval_loss`, ...)."
+        None, description="Metric naming the best checkpoint (`accuracy`, `f1`, `eval_loss`, ...)."
     )
     greater_is_better: bool | None = Field(
         None, description="Whether a larger metric is better; inferred from the metric's name."
