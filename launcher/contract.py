@@ -155,6 +155,17 @@ class RunLayout:
     def failure_file(self, rank: int) -> Path:
         return self.logs_dir / f"failure-rank-{rank}.json"
 
+    def failure_records(self) -> list[dict]:
+        """The failure reports of this attempt's ranks (``failure_file``), in file-name order;
+        one that cannot be read (cut short by a kill) is left out."""
+        records = []
+        for path in sorted(self.logs_dir.glob("failure-rank-*.json")):
+            try:
+                records.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return records
+
 
 @dataclass(frozen=True)
 class RunContract:

@@ -34,10 +34,4 @@ def clear_failures(layout: RunLayout) -> None:
 
 def failure_errors(layout: RunLayout) -> list[str]:
     """The one-line error of each rank that failed in this attempt, rank order."""
-    errors = []
-    for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
-        try:
-            errors.append(json.loads(path.read_text()).get("error", ""))
-        except (OSError, ValueError):
-            continue
-    return errors
+    return [record.get("error", "") for record in layout.failure_records()]

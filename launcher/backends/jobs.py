@@ -163,12 +163,7 @@ def failure_lines(layout: RunLayout, streamed: bool = False) -> list[str]:
     already showed them, ``streamed``), and where the full logs are, naming only folders that
     exist. A rank that only lost its peer after another rank's error is listed after it, as
     stopped, so that the cause comes first."""
-    failures = []
-    for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
-        try:
-            failures.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
-            continue
+    failures = layout.failure_records()
     failures.sort(key=lambda failure: (failure.get("after_rank") is not None, failure["rank"]))
     lines = []
     for failure in failures:

@@ -93,11 +93,7 @@ def failed_first(layout: RunLayout, rank: int, error: BaseException) -> int | No
     user needs; this rank's traceback would only say that a connection closed)."""
     if not isinstance(error, RuntimeError) or not any(w in str(error) for w in LOST_PEER_WORDS):
         return None
-    for path in sorted(layout.logs_dir.glob("failure-rank-*.json")):
-        try:
-            other = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
+    for other in layout.failure_records():
         if other.get("rank") != rank and other.get("after_rank") is None:
             return int(other["rank"])
     return None
