@@ -4,22 +4,25 @@ the installed packages' source without importing them.
 ``training.extra`` and ``distributed.deepspeed`` pass settings through to those libraries; a
 misspelt name must be refused at plan time, naming the key path, and planning must stay free of
 torch (importing ``transformers.TrainingArguments`` takes seconds). So the fields are read from
-the source files with ``ast`` and cached per file version in ``$LAUNCHER_CACHE/fields`` (about
-50 ms the first time, a small JSON read afterwards). A package that is not installed gives no
-list (None): the ranks' own libraries then check what they are given.
+the source files with ``ast`` and cached per file version in the launcher's cache
+(``paths.cache_home()/fields``: about 50 ms the first time, a small JSON read afterwards). A
+package that is not installed gives no list (None): the ranks' own libraries then check what
+they are given.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import json
-import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 from launcher.files import write_text_atomic
+from launcher.paths import cache_home
 
 # Where each list is read: (package, source file inside it, classes whose fields count).
 TRAINING_ARGUMENTS = ("transformers", "training_args.py", ("TrainingArguments",))
@@ -68,22 +71,10 @@ def trainer_field_types(sft: bool) -> dict[str, str]:
     """Each Trainer argument's annotation as written in the source (``float | None``)."""
     types: dict[str, str] = {}
     for package, source, classes in (TRAINING_ARGUMENTS, *(SFT_CONFIG if sft else ())):
-        folder = package_folder(package)
-        path = folder / source if folder else None
-        if path is not None and path.is_file():
-            types.update(
-                cached(path, (*classes, "types"), lambda p=path, c=classes: parse_types(p, c))
-            )
-    return types
-
-
-def parse_types(path: Path, classes: tuple[str, ...]) -> dict[str, str]:
-    types = {}
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.ClassDef) and node.name in classes:
-            for statement in node.body:
-                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
-                    types[statement.target.id] = ast.unparse(statement.annotation)
+        path = source_file(package, source)
+        if path is not None:
+            key = (*classes, "types")
+            types.update(cached(path, key, lambda p=path, c=classes: parse_types(parsed(p), c)))
     return types
 
 
@@ -131,13 +122,19 @@ def package_folder(package: str) -> Path | None:
     return Path(locations[0]) if locations else None
 
 
-def class_fields(package: str, source: str, classes: tuple[str, ...]) -> frozenset[str] | None:
-    """The annotated fields of ``classes`` in ``package/source`` (and their ``alias=`` names)."""
+def source_file(package: str, source: str) -> Path | None:
+    """``package/source`` in the installed package, or None."""
     folder = package_folder(package)
     path = folder / source if folder else None
-    if path is None or not path.is_file():
+    return path if path is not None and path.is_file() else None
+
+
+def class_fields(package: str, source: str, classes: tuple[str, ...]) -> frozenset[str] | None:
+    """The annotated fields of ``classes`` in ``package/source`` (and their ``alias=`` names)."""
+    path = source_file(package, source)
+    if path is None:
         return None
-    return frozenset(cached(path, classes, lambda: parse_fields(path, classes)))
+    return frozenset(cached(path, classes, lambda: parse_fields(parsed(path), classes)))
 
 
 def deepspeed_constants() -> frozenset[str] | None:
@@ -156,17 +153,33 @@ def deepspeed_constants() -> frozenset[str] | None:
     return frozenset(cached(folder / "__init__.py", ("constants",), parse_all))
 
 
-def parse_fields(path: Path, classes: tuple[str, ...]) -> list[str]:
+def annotated_fields(tree: ast.Module, classes: tuple[str, ...]) -> Iterator[ast.AnnAssign]:
+    """The ``name: annotation = ...`` statements of ``classes`` (dataclass and pydantic fields)."""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in classes:
+            for statement in node.body:
+                if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
+                    yield statement
+
+
+def parsed(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
+def parse_types(tree: ast.Module, classes: tuple[str, ...]) -> dict[str, str]:
+    return {
+        statement.target.id: ast.unparse(statement.annotation)  # type: ignore[union-attr]
+        for statement in annotated_fields(tree, classes)
+    }
+
+
+def parse_fields(tree: ast.Module, classes: tuple[str, ...]) -> list[str]:
     names: list[str] = []
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
-        if not isinstance(node, ast.ClassDef) or node.name not in classes:
-            continue
-        for statement in node.body:
-            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name):
-                name = statement.target.id
-                if not name.startswith("_") and name != "model_config":
-                    names.append(name)
-                names += field_aliases(statement.value)
+    for statement in annotated_fields(tree, classes):
+        name = statement.target.id  # type: ignore[union-attr]
+        if not name.startswith("_") and name != "model_config":
+            names.append(name)
+        names += field_aliases(statement.value)
     return names
 
 
@@ -187,7 +200,7 @@ def parse_constants(path: Path) -> list[str]:
     """String values of UPPER_CASE module constants, and the fields of pydantic config models
     (``class XConfig(DeepSpeedConfigModel)``): the names of DeepSpeed's JSON keys."""
     try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
+        tree = parsed(path)
     except (SyntaxError, UnicodeDecodeError, OSError):
         return []
     names: list[str] = []
@@ -198,7 +211,7 @@ def parse_constants(path: Path) -> list[str]:
             if isinstance(value, str) and any(t.isupper() for t in targets):
                 names.append(value)
         elif isinstance(node, ast.ClassDef) and node.name.endswith("Config"):
-            names += parse_fields(path, (node.name,))
+            names += parse_fields(tree, (node.name,))
     for node in ast.walk(tree):  # param_dict.get("compile", {}), param_dict["fp16"]
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "get" and node.args:
             key = node.args[0]
@@ -228,8 +241,8 @@ def cached(path: Path, classes: tuple[str, ...], parse):  # type: ignore[no-unty
     """``parse()`` (a JSON value), cached under the file's path, size and modification time."""
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(classes)}"
-    folder = cache_folder()
-    entry = folder / f"{abs(hash_text(key)):016x}.json"
+    folder = cache_home() / "fields"
+    entry = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
     try:
         stored = json.loads(entry.read_text())
         if stored.get("key") == key:
@@ -243,16 +256,3 @@ def cached(path: Path, classes: tuple[str, ...], parse):  # type: ignore[no-unty
     except OSError:
         pass  # a read-only home: parsed again next time
     return value
-
-
-def hash_text(text: str) -> int:
-    """A hash stable across processes (``hash()`` of a str is salted per process)."""
-    import zlib
-
-    return zlib.crc32(text.encode()) << 32 | zlib.adler32(text.encode())
-
-
-def cache_folder() -> Path:
-    root = os.environ.get("LAUNCHER_CACHE")
-    base = Path(root) if root else Path.home() / ".cache" / "launcher"
-    return base / "fields"

@@ -1,4 +1,5 @@
-"""One rule for "is this a local path or a hub id?", for the launcher and the ranks alike.
+"""One rule for "is this a local path or a hub id?", for the launcher and the ranks alike, and
+one for where the launcher keeps its per-user caches.
 
 A recipe names models, tokenizers and datasets either as hub ids (``org/name``) or as local
 folders. The preflight before a launch and the ranks that load them must read a name the same way,
@@ -11,6 +12,14 @@ import os
 from pathlib import Path
 
 HUB_ID_HINT = "hub ids look like org/name"
+
+
+def cache_home() -> Path:
+    """``$LAUNCHER_CACHE``, else ``$XDG_CACHE_HOME/launcher`` (``~/.cache/launcher``): the
+    launcher's caches (prepared data, library field lists), per user."""
+    if os.environ.get("LAUNCHER_CACHE"):
+        return Path(os.environ["LAUNCHER_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "launcher"
 
 
 def missing_folder(name: str) -> str | None:

@@ -26,10 +26,10 @@ from launcher.plan.batch import BatchNumbers, batch_numbers
 from launcher.plan.deepspeed import deepspeed_config
 from launcher.plan.memory import MemoryEstimate, estimate_memory
 from launcher.plan.parameters import ParameterCount, count_parameters
-from launcher.plan.smoke import apply_smoke, iter_files
+from launcher.plan.smoke import apply_smoke
 from launcher.plan.trainer import trainer_arguments_json
 from launcher.recipe.changes import BaseChanges
-from launcher.recipe.schema import Recipe
+from launcher.recipe.schema import Recipe, file_paths
 from launcher.units import format_bytes
 
 OPTIMIZER_NAMES = {
@@ -239,7 +239,7 @@ def with_absolute_files(recipe: Recipe) -> Recipe:
         return recipe
     recipe = recipe.model_copy(deep=True)
     recipe.data.files = {
-        split: [str(Path(f).expanduser().absolute()) for f in iter_files({split: value})]
+        split: [str(Path(f).expanduser().absolute()) for f in file_paths({split: value})]
         if isinstance(value, list)
         else str(Path(value).expanduser().absolute())
         for split, value in recipe.data.files.items()

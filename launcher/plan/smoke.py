@@ -17,7 +17,7 @@ from launcher.architectures import DECODERS, TINY_CONFIGS
 from launcher.contract import RunLayout
 from launcher.errors import RecipeError, RecipeProblem
 from launcher.recipe.loader import differences, with_overrides
-from launcher.recipe.schema import Recipe, TrainedTokenizerSection, split_name
+from launcher.recipe.schema import Recipe, TrainedTokenizerSection, file_paths, split_name
 
 DECODER_SPECIALS = ["<unk>", "<s>", "</s>"]
 ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -109,7 +109,7 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
     count = recipe.smoke.num_samples
     eval_count = max(count // SMOKE_EVAL_FRACTION, 2)
     data.max_length = min(data.max_length, recipe.smoke.max_length)
-    local = data.files and all(exists(Path(f)) for f in iter_files(data.files))
+    local = data.files and all(exists(Path(f)) for f in file_paths(data.files))
     if local:
         data.train_split = f"{split_name(data.train_split)}[:{count}]"
         if data.eval_split:
@@ -117,7 +117,7 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
         return (
             f"data: first {count} samples of the recipe's local files, max length {data.max_length}"
         )
-    wanted = data.dataset or ", ".join(str(f) for f in iter_files(data.files or {}))
+    wanted = data.dataset or ", ".join(str(f) for f in file_paths(data.files or {}))
     files = {"train": str(layout.smoke_data_dir / "train.jsonl")}
     if data.eval_split:
         files["eval"] = str(layout.smoke_data_dir / "eval.jsonl")
@@ -159,10 +159,6 @@ def local_model_type(pretrained: str | None, exists: Callable[[Path], bool]) -> 
         return None
     model_type = json.loads((Path(pretrained) / "config.json").read_text()).get("model_type")
     return model_type if model_type in TINY_CONFIGS else None
-
-
-def iter_files(files: dict[str, str | list[str]]) -> list[str]:
-    return [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
 
 
 def sizes_of(config: dict[str, Any]) -> str:

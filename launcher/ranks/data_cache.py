@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launcher.recipe.schema import Recipe, split_name
+from launcher.paths import cache_home
+from launcher.recipe.schema import Recipe, file_paths, split_name
 
 # Bump when the preparation code changes what it writes: older copies then stop matching.
 PREP_VERSION = 1
@@ -62,10 +63,7 @@ def cache_root(data: Any) -> Path | None:
     configured = getattr(data, "cache_dir", None)
     if configured:
         return Path(configured).expanduser()
-    if os.environ.get("LAUNCHER_CACHE"):
-        return Path(os.environ["LAUNCHER_CACHE"]).expanduser() / "data"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "launcher" / "data"
+    return cache_home() / "data"
 
 
 def prepare(
@@ -146,13 +144,12 @@ def cache_key(
         "max_length": data.max_length,
         "libraries": library_versions(recipe.task),
     }
-    if data.files and (
-        data.delimiter or any(Path(str(p)).suffix.lower() == ".tsv" for p in all_paths(data.files))
-    ):
-        # Read otherwise than with commas (a .tsv was once read with commas: not the same data).
+    if data.files:
         from launcher.ranks.data import csv_delimiter
 
-        description["delimiter"] = csv_delimiter(data, all_paths(data.files))
+        delimiter = csv_delimiter(data, file_paths(data.files))
+        if delimiter != ",":  # a .tsv was once read with commas: not the same data
+            description["delimiter"] = delimiter
     if recipe.task == "sft":
         from launcher.ranks.data import PACKING_STRATEGY
 
@@ -162,12 +159,6 @@ def cache_key(
         description["labels"] = data.labels
     text = json.dumps(description, sort_keys=True)
     return f"{recipe.task}-{hashlib.sha256(text.encode()).hexdigest()[:16]}", description
-
-
-def all_paths(files: dict[str, str | list[str]]) -> list[str]:
-    return [
-        path for value in files.values() for path in ([value] if isinstance(value, str) else value)
-    ]
 
 
 def folder_digest(folder: Path) -> str:

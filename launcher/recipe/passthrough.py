@@ -48,26 +48,23 @@ def check_passthrough(recipe: Recipe) -> Iterator[Problem]:
 def check_trainer_extra(recipe: Recipe) -> Iterator[Problem]:
     if not recipe.training.extra:
         return
-    known = trainer_fields(recipe.task == "sft")
+    sft = recipe.task == "sft"
+    known, types = trainer_fields(sft), trainer_field_types(sft)
+    where = "TrainingArguments or SFTConfig" if sft else "TrainingArguments"
     for name, value in recipe.training.extra.items():
         key = f"training.extra.{name}"
         owner = trainer_field_owner(name)
         if owner:
             yield key, owner
         elif known is not None and name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
-            hint = f"; did you mean `{close[0]}`?" if close else ""
-            where = (
-                "TrainingArguments or SFTConfig" if recipe.task == "sft" else ("TrainingArguments")
-            )
-            if recipe.task != "sft" and name in (trainer_fields(True) or ()):
+            hint = did_you_mean(name, known)
+            if not sft and name in (trainer_fields(True) or ()):
                 hint = "; an SFTConfig field, for `task: sft` only"
             yield key, f"not a field of {where} (the installed version){hint}"
         elif not is_json(value):
             yield key, f"{value!r}: a value the Trainer arguments file can hold (JSON)"
-        elif admits(trainer_field_types(recipe.task == "sft").get(name, ""), value) is False:
-            annotation = trainer_field_types(recipe.task == "sft")[name]
-            yield key, f"{value!r}: the Trainer takes `{annotation}` here"
+        elif admits(types.get(name, ""), value) is False:
+            yield key, f"{value!r}: the Trainer takes `{types[name]}` here"
 
 
 def check_deepspeed_settings(recipe: Recipe) -> Iterator[Problem]:
@@ -99,11 +96,9 @@ def check_deepspeed_settings(recipe: Recipe) -> Iterator[Problem]:
     for prefix, section, allowed in sections:
         for name in section:
             if name not in allowed:
-                close = difflib.get_close_matches(name, sorted(allowed), n=1, cutoff=0.75)
-                hint = f"; did you mean `{close[0]}`?" if close else ""
                 yield (
                     f"distributed.deepspeed.{prefix}{name}",
-                    f"not a DeepSpeed setting (the installed version){hint}",
+                    f"not a DeepSpeed setting (the installed version){did_you_mean(name, allowed)}",
                 )
 
 
@@ -112,6 +107,12 @@ SECTIONS = (
     "zero_optimization", "zero_optimization.offload_optimizer", "zero_optimization.offload_param",
     "bf16", "fp16", "checkpoint",
 )  # fmt: skip
+
+
+def did_you_mean(name: str, known: frozenset[str]) -> str:
+    """``; did you mean `X`?`` for a close library field name, else nothing."""
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    return f"; did you mean `{close[0]}`?" if close else ""
 
 
 def value_at(settings: dict[str, Any], path: str) -> Any:

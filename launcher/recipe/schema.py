@@ -384,6 +384,11 @@ class Recipe(Section):
 SPLIT_SLICE = re.compile(r"^(?P<name>[^\[]+)(\[.*\])?$")
 
 
+def file_paths(files: dict[str, str | list[str]]) -> list[str]:
+    """Every path of ``data.files``, split by split (a split holds one path or a list)."""
+    return [f for value in files.values() for f in ([value] if isinstance(value, str) else value)]
+
+
 def split_name(split: str) -> str:
     """``train[:1000]`` -> ``train``: the split a slice is taken from."""
     match = SPLIT_SLICE.match(split.strip())
