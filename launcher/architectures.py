@@ -133,18 +133,22 @@ TASK_MODELS: dict[str, dict[str, str]] = {
     "mistral": {
         "sft": "MistralForCausalLM",
         "classification": "MistralForSequenceClassification",
+        "token_classification": "MistralForTokenClassification",
     },
     "llama": {
         "sft": "LlamaForCausalLM",
         "classification": "LlamaForSequenceClassification",
+        "token_classification": "LlamaForTokenClassification",
     },
     "distilbert": {
         "mlm": "DistilBertForMaskedLM",
         "classification": "DistilBertForSequenceClassification",
+        "token_classification": "DistilBertForTokenClassification",
     },
     "bert": {
         "mlm": "BertForMaskedLM",
         "classification": "BertForSequenceClassification",
+        "token_classification": "BertForTokenClassification",
     },
 }
 

@@ -36,6 +36,7 @@ from launcher.checkpoints import (
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
 from launcher.outputs import output_folder
+from launcher.recipe.schema import TASKS
 
 WEIGHTS_FILE = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
@@ -120,10 +121,8 @@ def read_recipe(layout: RunLayout) -> RecipeFacts:
         )
     data = yaml.safe_load(layout.recipe_file.read_text()) or {}
     task = data.get("task")
-    if task not in ("sft", "mlm", "classification"):
-        raise LauncherError(
-            f"{layout.recipe_file}: task {task!r} is not sft, mlm or classification"
-        )
+    if task not in TASKS:
+        raise LauncherError(f"{layout.recipe_file}: task {task!r} is not one of {', '.join(TASKS)}")
     return RecipeFacts(
         task=task,
         zero_stage=int((data.get("distributed") or {}).get("zero_stage", 0)),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from typing import Any
 
 from launcher.files import write_text_atomic
 from launcher.recipe.schema import Recipe
@@ -31,6 +32,14 @@ LABEL_WORDS = (
     "strange curious odd surprising unusual quirky".split(),
 )
 SMOKE_EVAL_FRACTION = 4
+# Token classification: the entity type i of the recipe's tags gets the names of ENTITY_NAMES[i],
+# one or two words long, so a smoke run can learn where entities start and what they are.
+ENTITY_NAMES = (
+    "Alice Bob Carol Dmitri Emma Farid Grace Hiro".split(),
+    "Paris Lagos Lima Oslo Kyoto Quebec Delhi Perth".split(),
+    "Acme Globex Initech Umbrella Hooli Vandelay Soylent Cyberdyne".split(),
+    "Tuesday Easter Olympics Ramadan Diwali Christmas Hanukkah Carnival".split(),
+)
 
 
 def write_smoke_data(recipe: Recipe, folder: Path) -> None:
@@ -50,8 +59,11 @@ def write_smoke_data(recipe: Recipe, folder: Path) -> None:
         write_text_atomic(Path(path), "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def make_row(recipe: Recipe, rng: random.Random) -> dict[str, str]:
+def make_row(recipe: Recipe, rng: random.Random) -> dict[str, Any]:
     data = recipe.data
+    if recipe.task == "token_classification":
+        words, tags = tagged_sentence(rng, data.labels or [])
+        return {data.tokens_column: words, data.tags_column: tags}
     if recipe.task == "classification":
         labels = data.labels or ["0", "1"]
         index = rng.randrange(len(labels))
@@ -71,3 +83,26 @@ def sentence(rng: random.Random, flavour: list[str] | None = None) -> str:
         for _ in range(2):
             words.insert(rng.randrange(len(words) + 1), rng.choice(flavour))
     return " ".join(words).capitalize() + "."
+
+
+def tagged_sentence(rng: random.Random, labels: list[str]) -> tuple[list[str], list[str]]:
+    """Words with one or two entities among them, tagged with the recipe's tag names (IOB2
+    ``B-X``/``I-X`` when the names have that form, else the plain name on every word)."""
+    kinds = [label[2:] for label in labels if label.startswith("B-")]
+    iob = bool(kinds)
+    kinds = kinds or [label for label in labels if label != "O"]
+    words = [rng.choice(WORDS) for _ in range(rng.randint(4, 10))]
+    tags = ["O"] * len(words)
+    for _ in range(rng.randint(1, 2)):
+        kind = rng.randrange(len(kinds))
+        name, names = kinds[kind], ENTITY_NAMES[kind % len(ENTITY_NAMES)]
+        longest = 2 if not iob or f"I-{name}" in labels else 1
+        entity = [rng.choice(names) for _ in range(rng.randint(1, longest))]
+        # Never inside another entity: before an outside word or an entity's first word.
+        starts = [i for i, tag in enumerate([*tags, "O"]) if tag == "O" or tag.startswith("B-")]
+        at = rng.choice(starts)
+        words[at:at] = entity
+        tags[at:at] = (
+            [f"B-{name}"] + [f"I-{name}"] * (len(entity) - 1) if iob else [name] * len(entity)
+        )
+    return words, tags

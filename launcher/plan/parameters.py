@@ -117,6 +117,8 @@ def _decoder(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:
     ]
     if task == "classification":
         return [*modules, _linear(hidden, num_labels, bias=False)]  # score
+    if task == "token_classification":
+        return [*modules, _linear(hidden, num_labels)]  # score, with a bias
     # A tied lm_head still owns its weight, so DeepSpeed counts it in the layer maximum.
     return [*modules, Module(vocab * hidden, tied_weight=bool(cfg["tie_word_embeddings"]))]
 
@@ -140,6 +142,8 @@ def _bert(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:
     ]
     if task == "classification":
         return [*modules, _linear(hidden, hidden), _linear(hidden, num_labels)]  # pooler, head
+    if task == "token_classification":
+        return [*modules, _linear(hidden, num_labels)]  # classifier (no pooler)
     # transformers ties decoder.bias to predictions.bias only along with the word embeddings.
     tied = bool(cfg["tie_word_embeddings"])
     return [
@@ -165,6 +169,8 @@ def _distilbert(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]
     ]
     if task == "classification":
         return [*modules, _linear(dim, dim), _linear(dim, num_labels)]  # pre_classifier
+    if task == "token_classification":
+        return [*modules, _linear(dim, num_labels)]  # classifier
     return [
         *modules,
         _linear(dim, dim),  # vocab_transform

@@ -21,6 +21,7 @@ from launcher.recipe.schema import Recipe, TrainedTokenizerSection, file_paths, 
 
 DECODER_SPECIALS = ["<unk>", "<s>", "</s>"]
 ENCODER_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+SMOKE_TAGS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 SMOKE_EVAL_FRACTION = 4  # generated eval split: a quarter of the training samples
 
 
@@ -97,6 +98,8 @@ def swap_tokenizer(recipe: Recipe, source: str | None, exists: Callable[[Path], 
         min_frequency=1,
         special_tokens=DECODER_SPECIALS if decoder else ENCODER_SPECIALS,
         lowercase=not decoder,
+        # Byte-level BPE takes pre-split words (token classification) only with it.
+        add_prefix_space=decoder and recipe.task == "token_classification",
     )
     return (
         f"tokenizer: {tokenizer.train.algorithm} with {vocab} tokens trained on the smoke data "
@@ -124,9 +127,13 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
         data.eval_split = "eval"
     data.dataset, data.dataset_config, data.files, data.format = None, None, files, "json"
     data.train_split = "train"
+    tags = ""
+    if recipe.task == "token_classification" and not data.labels:
+        data.labels = SMOKE_TAGS  # the hub dataset would have named them
+        tags = f", tags {' '.join(SMOKE_TAGS)} (the dataset's own are read in a real run)"
     return (
         f"data: {count} generated samples with the recipe's columns in {layout.smoke_data_dir} "
-        f"instead of {wanted}, max length {data.max_length}"
+        f"instead of {wanted}, max length {data.max_length}{tags}"
     )
 
 

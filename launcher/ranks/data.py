@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, first_line
+from launcher.ranks.token_tags import (
+    conll_column_names,
+    require_columns,
+    tag_names,
+    tokenize_tagged,
+)
 from launcher.recipe.schema import DataSection, Recipe, split_name
 
 EXTENSION_FORMATS = {
@@ -24,6 +31,7 @@ EXTENSION_FORMATS = {
     ".parquet": "parquet",
     ".txt": "text",
     ".text": "text",
+    ".conll": "conll",
 }
 # Default tokenizing processes: one per core, at most this many, with this many rows each at least.
 MAX_AUTO_PROCESSES = 16
@@ -38,11 +46,13 @@ class DataError(LauncherError):
     exit_code = 2
 
 
-def load_raw_splits(data: DataSection) -> dict[str, Any]:
-    """``{"train": Dataset, "eval": Dataset}`` (eval only when the recipe has evaluation data)."""
-    splits = {"train": load_split(data, data.train_split, "data.train_split")}
+def load_raw_splits(data: DataSection, words: bool = False) -> dict[str, Any]:
+    """``{"train": Dataset, "eval": Dataset}`` (eval only when the recipe has evaluation data).
+
+    ``words``: the rows are sentences of tagged words (token classification), not a text column."""
+    splits = {"train": load_split(data, data.train_split, "data.train_split", words)}
     if data.eval_split:
-        splits["eval"] = load_split(data, data.eval_split, "data.eval_split")
+        splits["eval"] = load_split(data, data.eval_split, "data.eval_split", words)
     elif data.eval_fraction:
         parts = splits["train"].train_test_split(
             test_size=data.eval_fraction, seed=data.shuffle_seed
@@ -51,8 +61,16 @@ def load_raw_splits(data: DataSection) -> dict[str, Any]:
     if data.shuffle:
         splits["train"] = splits["train"].shuffle(seed=data.shuffle_seed)
     for name, split in splits.items():
-        require_text_column(split, data.text_column, name)
+        if words:
+            require_columns(split, data, name)
+        else:
+            require_text_column(split, data.text_column, name)
     return splits
+
+
+def load_recipe_splits(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's raw splits, read as its task reads rows (text, or sentences of words)."""
+    return load_raw_splits(recipe.data, words=recipe.task == "token_classification")
 
 
 def require_text_column(split: Any, column: str, name: str) -> None:
@@ -63,16 +81,21 @@ def require_text_column(split: Any, column: str, name: str) -> None:
         )
 
 
-def load_split(data: DataSection, split: str, key: str) -> Any:
+def load_split(data: DataSection, split: str, key: str, words: bool = False) -> Any:
     import datasets
 
     try:
         if data.files:
             builder, files = local_files(data, split_name(split))
-            options = {}
+            options: dict[str, Any] = {}
             if builder == "csv":
                 options["delimiter"] = csv_delimiter(data, files[split_name(split)])
+            if builder == "conll":
+                options["column_names"] = conll_column_names(data, files[split_name(split)])
+                options["delimiter"] = data.delimiter
             loaded = datasets.load_dataset(builder, data_files=files, split=split, **options)
+            if words:
+                return loaded
             if builder == "text" and data.text_column != "text":
                 loaded = loaded.rename_column("text", data.text_column)
             column = data.text_column
@@ -107,7 +130,8 @@ def local_files(data: DataSection, split: str) -> tuple[str, dict[str, list[str]
         if len(formats) != 1 or None in formats:
             raise DataError(
                 f"data.format: cannot tell the format of {', '.join(paths)} from "
-                f"{', '.join(sorted(suffixes))}; set data.format to csv, json, parquet or text"
+                f"{', '.join(sorted(suffixes))}; set data.format to csv, json, parquet, text or "
+                "conll"
             )
         fmt = formats.pop() or "text"
     return fmt, {split: paths}
@@ -156,6 +180,11 @@ def tokenize_splits(recipe: Recipe, splits: dict[str, Any], tokenizer: Any) -> d
     for name, split in splits.items():
         if recipe.task == "sft":
             out[name] = sft_rows(split, data, tokenizer, name)
+            continue
+        if recipe.task == "token_classification":
+            names = tag_names(data, split)
+            workers = processes(data, len(split))
+            out[name] = tokenize_tagged(split, data, tokenizer, names, name, workers)
             continue
         if recipe.task == "classification":
             split = encode_labels(split, data, name)
@@ -267,6 +296,9 @@ def pack_rows(rows: Any, max_length: int, workers: int | None, name: str) -> Any
     return datasets.concatenate_datasets(packed)
 
 
-def training_texts(splits: dict[str, Any], column: str):
-    """The training text, for tokenizer training (a fresh iterator each call)."""
-    return (text for text in splits["train"][column] if text)
+def training_texts(recipe: Recipe, splits: dict[str, Any]) -> Iterator[str]:
+    """The training text, for tokenizer training (a fresh iterator each call): the text column,
+    or each sentence's words joined by spaces (token classification)."""
+    if recipe.task == "token_classification":
+        return (" ".join(words) for words in splits["train"][recipe.data.tokens_column] if words)
+    return (text for text in splits["train"][recipe.data.text_column] if text)

@@ -83,14 +83,14 @@ def prepare(
     otherwise they are loaded only on a cache miss (or to fingerprint a hub dataset). ``root``
     overrides :func:`cache_root`.
     """
-    from launcher.ranks.data import load_raw_splits, tokenize_splits
+    from launcher.ranks.data import load_recipe_splits, tokenize_splits
 
     started = time.perf_counter()
     loaded: dict[str, Any] = dict(raw or {})
 
     def raw_splits() -> dict[str, Any]:
         if not loaded:
-            loaded.update(load_raw_splits(recipe.data))
+            loaded.update(load_recipe_splits(recipe))
         return loaded
 
     key, description = cache_key(recipe, tokenizer_dir, raw_splits, log)
@@ -157,6 +157,10 @@ def cache_key(
     if recipe.task == "classification":
         description["label_column"] = data.label_column
         description["labels"] = data.labels
+    if recipe.task == "token_classification":
+        description["columns"] = [data.tokens_column, data.tags_column]
+        description["labels"] = data.labels
+        description["label_all_tokens"] = data.label_all_tokens
     text = json.dumps(description, sort_keys=True)
     return f"{recipe.task}-{hashlib.sha256(text.encode()).hexdigest()[:16]}", description
 

@@ -198,10 +198,11 @@ def train_in(
         ProgressLines,
         labelled_progress_bar,
     )
-    from launcher.ranks.data import load_raw_splits
+    from launcher.ranks.data import load_recipe_splits
     from launcher.ranks.data_cache import prepare
     from launcher.ranks.model import build_model
     from launcher.ranks.preemption import StopOnSignal, write_stopped
+    from launcher.ranks.token_tags import tag_names
     from launcher.ranks.trackers import prepare_trackers, send_new_logs_only
     from launcher.ranks.trainers import build_trainer, make_training_arguments
 
@@ -237,7 +238,11 @@ def train_in(
     with state.main_process_first():
         # Raw text is read only when needed: to train the tokenizer, or on a data cache miss.
         trains_tokenizer = recipe.tokenizer.train is not None and not layout.tokenizer_dir.exists()
-        raw = load_raw_splits(recipe.data) if trains_tokenizer else None
+        raw = load_recipe_splits(recipe) if trains_tokenizer else None
+        if recipe.task == "token_classification" and not recipe.data.labels:
+            raw = raw or load_recipe_splits(recipe)
+            recipe.data.labels = tag_names(recipe.data, raw["train"])
+            say(state, f"tags from the dataset: {', '.join(recipe.data.labels)}")
         tokenizer = run_tokenizer(recipe, layout, raw, state)
         splits = prepare(
             recipe,

@@ -20,6 +20,7 @@ def auto_class(task: str) -> Any:
         "sft": transformers.AutoModelForCausalLM,
         "mlm": transformers.AutoModelForMaskedLM,
         "classification": transformers.AutoModelForSequenceClassification,
+        "token_classification": transformers.AutoModelForTokenClassification,
     }[task]
 
 
@@ -27,7 +28,7 @@ def build_model(recipe: Recipe, tokenizer: Any) -> Any:
     model_section = recipe.model
     labels = recipe.data.labels or []
     task_kwargs: dict[str, Any] = {}
-    if recipe.task == "classification":
+    if recipe.task in ("classification", "token_classification"):
         task_kwargs = {
             "num_labels": len(labels),
             "id2label": dict(enumerate(labels)),

@@ -15,7 +15,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from launcher.ranks.data import load_raw_splits, training_texts
+from launcher.ranks.data import load_recipe_splits, training_texts
 from launcher.ranks.tokenizer import TextStats, prepare_tokenizer
 from launcher.recipe.schema import Recipe
 from launcher.units import format_bytes
@@ -30,8 +30,8 @@ def build_tokenizer(recipe: Recipe, splits: dict[str, Any] | None) -> Any:
 
     def texts():
         if "splits" not in loaded:
-            loaded["splits"] = splits if splits is not None else load_raw_splits(recipe.data)
-        return training_texts(loaded["splits"], recipe.data.text_column)
+            loaded["splits"] = splits if splits is not None else load_recipe_splits(recipe)
+        return training_texts(recipe, loaded["splits"])
 
     stats = TextStats()
     tokenizer = prepare_tokenizer(

@@ -150,6 +150,16 @@ def build_trainer(
         rank = args.process_index
         collator = BatchSeededMasking(tokenizer, recipe.data.mlm_probability, seed, rank)
         return MaskedLMTrainer(**common, data_collator=collator, eval_mask_seed=seed)
+    if recipe.task == "token_classification":
+        from transformers import DataCollatorForTokenClassification
+
+        return Trainer(
+            **common,
+            data_collator=DataCollatorForTokenClassification(tokenizer),
+            compute_metrics=EntityMetrics(recipe.data.labels or []),
+            # Only the predicted tag ids are kept across the evaluation, not every logit.
+            preprocess_logits_for_metrics=predicted_ids,
+        )
     from transformers import DataCollatorWithPadding
 
     return Trainer(
@@ -189,3 +199,32 @@ def precision_recall_f1(predicted: Any, gold: Any, label: int) -> tuple[float, f
     recall = true_positives / there if there else 0.0
     total = precision + recall
     return precision, recall, (2 * precision * recall / total if total else 0.0)
+
+
+def predicted_ids(logits: Any, labels: Any) -> Any:
+    """The tag each sub-token is given (the Trainer keeps these instead of the logits)."""
+    return (logits[0] if isinstance(logits, tuple) else logits).argmax(dim=-1)
+
+
+class EntityMetrics:
+    """Token classification: entity-level precision, recall and F1 (seqeval's definition,
+    ``launcher.ranks.entities``) and the share of tagged tokens predicted right, over the
+    positions that carry a tag (the first sub-token of each word, or every sub-token with
+    ``data.label_all_tokens``)."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+
+    def __call__(self, prediction: Any) -> dict[str, float]:
+        import numpy as np
+
+        from launcher.ranks.entities import entity_scores
+        from launcher.ranks.token_tags import IGNORED
+
+        predicted = np.asarray(prediction.predictions)
+        gold_rows, predicted_rows = [], []
+        for gold_ids, predicted_ids in zip(prediction.label_ids, predicted, strict=True):
+            tagged = gold_ids != IGNORED
+            gold_rows.append([self.names[i] for i in gold_ids[tagged]])
+            predicted_rows.append([self.names[i] for i in predicted_ids[tagged]])
+        return entity_scores(gold_rows, predicted_rows)

@@ -65,6 +65,8 @@ METRICS_BY_TASK = {
         "eval_f1",
     ),  # fmt: skip
 }
+# Entity-level precision, recall and F1, and word accuracy: the same names as classification's.
+METRICS_BY_TASK["token_classification"] = METRICS_BY_TASK["classification"]
 
 
 def check_recipe(recipe: Recipe) -> list[Problem]:
@@ -204,10 +206,11 @@ def trained_tokenizer_roles(recipe: Recipe) -> Iterator[Problem]:
     pad = tokenizer.pad_token
     if pad is not None and (pad not in PAD_ALIASES or f"{pad}_token" in roles):
         roles.add("pad_token")
-    needed = {"pad_token": "[PAD]"} if recipe.task in ("classification", "mlm") else {}
+    padded = ("classification", "token_classification", "mlm")
+    needed = {"pad_token": "[PAD]"} if recipe.task in padded else {}
     if recipe.task == "mlm":
         needed["mask_token"] = "[MASK]"
-    if recipe.task in ("classification", "mlm") and recipe.model.architecture in ENCODERS:
+    if recipe.task in padded and recipe.model.architecture in ENCODERS:
         needed.update(cls_token="[CLS]", sep_token="[SEP]")
     missing = [token for role, token in needed.items() if role not in roles]
     if missing:
@@ -280,10 +283,31 @@ def check_data(recipe: Recipe) -> Iterator[Problem]:
                 yield key, f"{split!r}: no such split in data.files (has: {', '.join(data.files)})"
     if recipe.task == "classification" and (not data.labels or len(data.labels) < 2):
         yield "data.labels", "classification needs the label names, at least two, in id order"
+    yield from token_classification_data(recipe)
     if data.labels and len(set(data.labels)) != len(data.labels):
         yield "data.labels", f"{data.labels}: label names must be distinct"
     if data.eval_split and data.eval_fraction:
         yield "data.eval_fraction", "set together with `data.eval_split`; use one of the two"
+
+
+def token_classification_data(recipe: Recipe) -> Iterator[Problem]:
+    """Tags need names: local files carry no ``ClassLabel`` feature, so the recipe lists them
+    (a hub dataset's feature can name them). CoNLL files hold tagged words, no other task's rows."""
+    data = recipe.data
+    if recipe.task != "token_classification":
+        if data.format == "conll":
+            yield "data.format", f"'conll' files hold tagged words: task {recipe.task!r} reads text"
+        return
+    if data.labels is not None and len(data.labels) < 2:
+        yield "data.labels", "token classification needs the tag names, at least two, in id order"
+    if data.files and not data.labels:
+        yield (
+            "data.labels",
+            "token classification of local files needs the tag names in id order "
+            "(e.g. [O, B-PER, I-PER, B-LOC, I-LOC])",
+        )
+    if data.tokens_column == data.tags_column:
+        yield "data.tags_column", f"{data.tags_column!r} is also data.tokens_column"
 
 
 def check_distributed(recipe: Recipe) -> Iterator[Problem]:

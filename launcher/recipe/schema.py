@@ -9,14 +9,15 @@ every problem is reported at once.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
-TaskName = Literal["sft", "mlm", "classification"]
+TaskName = Literal["sft", "mlm", "classification", "token_classification"]
+TASKS: tuple[str, ...] = get_args(TaskName)
 Architecture = Literal["mistral", "llama", "distilbert", "bert"]
 TokenizerAlgorithm = Literal["byte_level_bpe", "bpe", "wordpiece", "unigram", "retrain"]
 Optimizer = Literal[
@@ -111,8 +112,11 @@ class DataSection(Section):
     files: dict[str, str | list[str]] | None = Field(
         None, description="Local files by split name (`train: corpus.txt`), instead of `dataset`."
     )
-    format: Literal["auto", "csv", "json", "parquet", "text"] = Field(
-        "auto", description="File format; `auto` reads the extension (.jsonl is json, .tsv csv)."
+    format: Literal["auto", "csv", "json", "parquet", "text", "conll"] = Field(
+        "auto",
+        description="File format; `auto` reads the extension (.jsonl is json, .tsv csv, .conll "
+        "conll). `conll`: one token per line, its tag in the last column, a blank line between "
+        "sentences (CoNLL-2003's `.txt` files need it said).",
     )
     delimiter: str | None = Field(
         None,
@@ -131,6 +135,18 @@ class DataSection(Section):
     label_column: str = Field("label", description="Column holding the label (classification).")
     labels: list[str] | None = Field(
         None, description="Label names, in id order; string labels are mapped through this list."
+    )
+    tokens_column: str = Field(
+        "tokens", description="Token classification: the column holding each sentence's words."
+    )
+    tags_column: str = Field(
+        "ner_tags",
+        description="Token classification: the column holding one tag per word (names or ids).",
+    )
+    label_all_tokens: bool = Field(
+        False,
+        description="Token classification: tag every sub-token of a word (`B-X` becomes `I-X` "
+        "after the first), not only its first one; metrics then count sub-tokens.",
     )
     max_length: int = Field(512, gt=0, description="Tokens per sample (truncation and packing).")
     packing: bool = Field(True, description="SFT: pack samples into full rows (no padding).")
@@ -329,7 +345,9 @@ class Recipe(Section):
         description="Run name: one folder name, the default run directory.",
     )
     description: str = Field("", description="One line shown by `launcher recipes`.")
-    task: TaskName = Field(..., description="`sft`, `mlm` or `classification`.")
+    task: TaskName = Field(
+        ..., description="`sft`, `mlm`, `classification` or `token_classification` (NER)."
+    )
     model: ModelSection = Field(default_factory=ModelSection, description="What to train.")
     tokenizer: TokenizerSection = Field(
         default_factory=TokenizerSection, description="How text becomes ids."

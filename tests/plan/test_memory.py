@@ -73,12 +73,16 @@ CONFIG_CLASSES = {
 MODEL_CLASSES = {
     ("mistral", "sft"): "MistralForCausalLM",
     ("mistral", "classification"): "MistralForSequenceClassification",
+    ("mistral", "token_classification"): "MistralForTokenClassification",
     ("llama", "sft"): "LlamaForCausalLM",
     ("llama", "classification"): "LlamaForSequenceClassification",
+    ("llama", "token_classification"): "LlamaForTokenClassification",
     ("distilbert", "mlm"): "DistilBertForMaskedLM",
     ("distilbert", "classification"): "DistilBertForSequenceClassification",
+    ("distilbert", "token_classification"): "DistilBertForTokenClassification",
     ("bert", "mlm"): "BertForMaskedLM",
     ("bert", "classification"): "BertForSequenceClassification",
+    ("bert", "token_classification"): "BertForTokenClassification",
 }
 
 
@@ -87,7 +91,7 @@ def _build(architecture: str, task: str, config: dict[str, Any], num_labels: int
     import transformers
 
     cfg = full_config(architecture, config)
-    if task == "classification":
+    if task in ("classification", "token_classification"):
         cfg["num_labels"] = num_labels
     config_class = getattr(transformers, CONFIG_CLASSES[architecture])
     return getattr(transformers, MODEL_CLASSES[architecture, task])(config_class(**cfg))
@@ -166,7 +170,7 @@ def test_mistral_7b_default_count() -> None:
 def test_unknown_architecture_and_task() -> None:
     with pytest.raises(ValueError, match="known: mistral"):
         full_config("gpt2", {})
-    with pytest.raises(ValueError, match="supports: sft, classification"):
+    with pytest.raises(ValueError, match="supports: sft, classification, token_classification"):
         count_parameters("llama", {}, "mlm")
 
 

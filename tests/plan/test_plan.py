@@ -721,6 +721,7 @@ SMOKE_EXPECTED = {
     # recipe: (architecture, tokenizer algorithm, trained tokenizer's vocabulary)
     "classification-imdb": ("distilbert", "wordpiece", 512),
     "mlm-scratch": ("distilbert", "wordpiece", 512),
+    "ner": ("bert", "wordpiece", 512),
     "sft-mistral-7b-zero3": ("mistral", "byte_level_bpe", 512),
     "sft-mistral": ("mistral", "byte_level_bpe", 512),
 }

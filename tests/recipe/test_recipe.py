@@ -76,10 +76,11 @@ def problems(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> l
 # --- shipped recipes -----------------------------------------------------------------------------
 
 
-def test_four_recipes_are_shipped() -> None:
+def test_five_recipes_are_shipped() -> None:
     assert [p.stem for p in SHIPPED] == [
         "classification-imdb",
         "mlm-scratch",
+        "ner",
         "sft-mistral-7b-zero3",
         "sft-mistral",
     ]
@@ -349,7 +350,7 @@ ERROR_CASES = {
     ),
     "invalid enum value": (
         VALID.replace("task: sft", "task: pretrain"),
-        ["bad.yaml: task: 'pretrain': input should be 'sft', 'mlm' or 'classification'"],
+        ["bad.yaml: task: 'pretrain': input should be 'sft', 'mlm', 'classification' or 'token_classification'"],
     ),
     "invalid integer enum value": (
         VALID + "distributed: {strategy: deepspeed, zero_stage: 4}\n",
@@ -443,7 +444,7 @@ def test_several_problems_are_reported_together(folder: Path) -> None:
     assert str(caught.value) == "\n".join(
         [
             "6 problems in the recipe:",
-            "  - bad.yaml: task: 'pretrain': input should be 'sft', 'mlm' or 'classification'",
+            "  - bad.yaml: task: 'pretrain': input should be 'sft', 'mlm', 'classification' or 'token_classification'",
             "  - bad.yaml: training.learning_rate: -1: input should be greater than 0",
             "  - bad.yaml: training.per_device_batch_size: 'lots': input should be a valid "
             "integer, unable to parse string as an integer",
@@ -954,7 +955,7 @@ def test_cli_recipes_lists_the_shipped_recipes(capsys) -> None:
     assert main(["recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     expected = {p.stem: yaml.safe_load(p.read_text())["description"] for p in SHIPPED}
-    assert len(lines) == 4
+    assert len(lines) == len(SHIPPED) == 5
     for line, (name, description) in zip(lines, expected.items(), strict=True):
         assert line.split(maxsplit=1) == [name, description]
 
