@@ -50,6 +50,11 @@ METAVARS = {
     "cluster": "PROFILE",
     "copy": "NAME",
     "destination": "DEST.yaml",
+    "input": "FILE",
+    "source": "RUN_DIR_OR_MODEL_DIR",
+    "batch_size": "N",
+    "top_k": "K",
+    "max_new_tokens": "N",
 }
 
 

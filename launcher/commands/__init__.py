@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
         "logs",
         "cancel",
         "export",
+        "predict",
         "tokenizer",
         "doctor",
         "plot",

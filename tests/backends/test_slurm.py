@@ -188,7 +188,8 @@ def test_hostile_values_stay_literal_in_a_real_job(
 ) -> None:
     """Spaces, quotes, `$(...)`, backticks, `;` and newlines in paths and environment values
     reach the job as text; nothing they spell runs (no marker file appears). Secrets exported
-    where `launcher submit` runs reach the ranks, and no file of the run holds one."""
+    where `launcher submit` runs reach the ranks, and no file of the run holds one. The job is
+    the NER recipe's smoke run: token classification under SLURM, on one rank."""
     marker = workdir.parent / "PWNED"  # no space in its path: `touch` must not split it
     assert " " not in str(marker)
     value = HOSTILE.format(marker=marker)
@@ -213,7 +214,7 @@ def test_hostile_values_stay_literal_in_a_real_job(
     run_dir = odd / "run"
     launcher(
         "submit",
-        "classification-imdb",
+        "ner",
         "--cluster",
         str(base),
         "--smoke",
@@ -225,6 +226,8 @@ def test_hostile_values_stay_literal_in_a_real_job(
     )
     report = wait_until_done(run_dir)
     assert "finished    step 2" in report, report
+    final = json.loads((run_dir / "result.json").read_text())["final_metrics"]
+    assert {"eval_f1", "eval_precision", "eval_recall", "eval_accuracy"} <= set(final)
     assert seen.read_text() == value + "\n"
     assert not list(workdir.parent.rglob("PWNED")), "a hostile string ran as a command"
     log = (run_dir / "logs" / "rank-0.log").read_text()

@@ -45,7 +45,7 @@ def data_preparation(log: str) -> tuple[str, str]:
     """How rank 0 last had its data (``prepared`` or ``cache hit``) and the cache key, from the
     one-line summary that also names rows and tokens."""
     found = re.findall(
-        r"data: (prepared|cache hit) ((?:sft|mlm|classification)-[0-9a-f]{16}) .*: "
+        r"data: (prepared|cache hit) ((?:sft|mlm|classification|token_classification)-[0-9a-f]{16}) .*: "
         r"train [\d,]+ rows, [\d,]+ tokens, padding [\d.]+% at \d+",
         log,
     )

@@ -23,6 +23,8 @@ from conftest import launcher, load_weights, metrics, start_launcher
 from run_scenarios import STEPS, rank_log_since, scenario_args
 from run_scenarios import data_preparation as data_preparation_in
 
+from launcher.cli import main
+
 if TYPE_CHECKING:
     from shared_runs import SharedRuns
 
@@ -33,6 +35,7 @@ AUTO_CLASSES = {
     "sft-mistral": "AutoModelForCausalLM",
     "mlm-scratch": "AutoModelForMaskedLM",
     "classification-imdb": "AutoModelForSequenceClassification",
+    "ner": "AutoModelForTokenClassification",
 }
 
 
@@ -42,10 +45,15 @@ def rank_lines(run_dir: Path, rank: int) -> str:
 
 @pytest.mark.parametrize("recipe", sorted(AUTO_CLASSES))
 def test_smoke_recipe_on_two_ddp_ranks(
-    recipe: str, workdir: Path, monkeypatch: pytest.MonkeyPatch, shared_runs: SharedRuns
+    recipe: str,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    shared_runs: SharedRuns,
+    capsys: pytest.CaptureFixture,
 ) -> None:
-    """Each workload on two DDP ranks. SFT's run is the shared reference run of ddp-2-ranks
-    (shared_runs.py: 60 steps, a checkpoint every 2, the recipe's 3 kept); the others train here."""
+    """Each workload on two DDP ranks, then `launcher predict` with its model. SFT's run is the
+    shared reference run of ddp-2-ranks (shared_runs.py: 60 steps, a checkpoint every 2, the
+    recipe's 3 kept); the others train here."""
     if recipe == "sft-mistral":
         run_dir, steps = shared_runs.reference("ddp-2-ranks"), STEPS
     else:
@@ -102,9 +110,55 @@ def test_smoke_recipe_on_two_ddp_ranks(
         for score in ("eval_precision", "eval_recall", "eval_f1"):  # the positive class's
             assert 0.0 <= result["final_metrics"][score] <= 1.0
         assert result["final_metrics"]["eval_loss"] < 1.0  # ~ln 2; 2x would mean doubled losses
+    if recipe == "ner":
+        assert model.config.id2label[1] == "B-PER"
+        for score in ("eval_precision", "eval_recall", "eval_f1", "eval_accuracy"):
+            assert 0.0 <= result["final_metrics"][score] <= 1.0
+    assert_predictions(recipe, run_dir, workdir, result, capsys)
     if recipe == "mlm-scratch":
         assert "eval_perplexity" in result["final_metrics"]
         assert_resume_masks_as_the_uninterrupted_run(run_dir, workdir, command)
+
+
+def assert_predictions(
+    recipe: str, run_dir: Path, workdir: Path, result: dict, capsys: pytest.CaptureFixture
+) -> None:
+    """`launcher predict` (in process: the torch import is paid already) on the run's final
+    model. With the run's own evaluation file, which has gold labels, it prints the metrics of
+    the run's last evaluation: the same model on the same rows, truncated alike."""
+    capsys.readouterr()
+    out = workdir / f"{recipe}-predictions.jsonl"
+    if recipe in ("classification-imdb", "ner"):
+        eval_file = run_dir / "smoke-data" / "eval.jsonl"
+        assert main(["predict", str(run_dir), "--input", str(eval_file), "-o", str(out)]) == 0
+        printed = capsys.readouterr().out
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == len(eval_file.read_text().splitlines())
+        scores = dict(re.findall(r"(\w+) ([\d.]+)", printed.split("inputs:", 1)[1]))
+        for name in ("accuracy", "precision", "recall", "f1"):
+            expected = result["final_metrics"][f"eval_{name}"]
+            assert float(scores[name]) == pytest.approx(expected, abs=1e-4), (name, printed)
+    if recipe == "ner":
+        text = "Yesterday Alice Emma flew to Paris with Acme ."
+        assert main(["predict", str(run_dir), "--text", text, "--checkpoint", "3"]) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        for entity in row["entities"]:
+            assert entity["text"] == text[entity["start"] : entity["end"]]
+            assert entity["label"] in {"PER", "ORG", "LOC", "MISC"}
+    if recipe == "mlm-scratch":
+        argv = ["predict", str(run_dir), "--text", "the [MASK] sat on the [MASK].", "--top-k", "3"]
+        assert main(argv) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert [len(mask["fillers"]) for mask in row["masks"]] == [3, 3]
+        scores = [filler["score"] for filler in row["masks"][0]["fillers"]]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+    if recipe == "sft-mistral":
+        (workdir / "prompts.txt").write_text("The old man\nOnce upon a time\n")
+        argv = ["predict", str(run_dir), "--input", str(workdir / "prompts.txt")]
+        assert main([*argv, "--max-new-tokens", "4", "-o", str(out)]) == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [row["prompt"] for row in rows] == ["The old man", "Once upon a time"]
+        assert all(row["generated"] for row in rows)
 
 
 def assert_resume_masks_as_the_uninterrupted_run(

@@ -1,0 +1,111 @@
+"""What ``launcher predict`` reads: texts from a ``.txt`` file (one per line), JSON lines or a
+csv/tsv file (the text column, and gold labels when the file has them), or ``--text``.
+
+Column names follow the run's recipe (``data.text_column``, ``data.label_column``,
+``data.tokens_column``/``data.tags_column``), so the run's own evaluation file works as is; for a
+bare model folder they are the usual ``text``, ``label``, ``tokens`` and ``ner_tags``. A file whose
+rows have one text column only is read from that column whatever its name.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from launcher.errors import LauncherError
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    label: str = "label"
+    tokens: str = "tokens"
+    tags: str = "ner_tags"
+
+
+@dataclass
+class Example:
+    """One input: a text, or (token classification with gold tags) a sentence of words."""
+
+    text: str = ""
+    words: list[str] | None = None
+    gold: Any = None  # a label name or id, or a list of tags; None when the input has none
+    extra: dict[str, Any] = field(default_factory=dict)  # the row's other columns, kept
+
+
+def columns_of(recipe: dict[str, Any] | None) -> Columns:
+    data = (recipe or {}).get("data") or {}
+    defaults = Columns()
+    return Columns(
+        text=data.get("text_column") or defaults.text,
+        label=data.get("label_column") or defaults.label,
+        tokens=data.get("tokens_column") or defaults.tokens,
+        tags=data.get("tags_column") or defaults.tags,
+    )
+
+
+def read_examples(path: Path | None, texts: list[str], columns: Columns) -> list[Example]:
+    if path is None:
+        if not texts:
+            raise LauncherError("nothing to predict: give --input FILE or --text TEXT")
+        return [Example(text=text) for text in texts]
+    if texts:
+        raise LauncherError("give --input or --text, not both")
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise LauncherError(f"--input: {path} is {what}; give a .txt, .jsonl or .csv file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = read_json_lines(path)
+    elif suffix in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [Example(text=line) for line in lines if line.strip()]
+    examples = [example_of(row, columns, path, number) for number, row in enumerate(rows, 1)]
+    if not examples:
+        raise LauncherError(f"--input: {path} holds no rows")
+    return examples
+
+
+def read_json_lines(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise LauncherError(f"--input: {path} line {number}: not JSON ({error})") from None
+        if not isinstance(row, dict):
+            raise LauncherError(f"--input: {path} line {number}: not a JSON object")
+        rows.append(row)
+    return rows
+
+
+def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -> Example:
+    """The text (or words) of a row and its gold label or tags when it has them."""
+    if isinstance(row.get(columns.tokens), list):
+        words = [str(word) for word in row[columns.tokens]]
+        tags = row.get(columns.tags)
+        extra = {k: v for k, v in row.items() if k not in (columns.tokens, columns.tags)}
+        return Example(text=" ".join(words), words=words, gold=tags, extra=extra)
+    text_column = columns.text
+    if text_column not in row:
+        strings = [key for key, value in row.items() if isinstance(value, str)]
+        if len(strings) != 1:
+            raise LauncherError(
+                f"--input: {path} row {number} has no {text_column!r} column "
+                f"(columns: {', '.join(row)})"
+            )
+        text_column = strings[0]
+    text = row[text_column]
+    if not isinstance(text, str):
+        raise LauncherError(f"--input: {path} row {number}: {text_column!r} is not text")
+    gold = row.get(columns.label)
+    extra = {k: v for k, v in row.items() if k not in (text_column, columns.label)}
+    return Example(text=text, gold=gold if gold not in ("", None) else None, extra=extra)
