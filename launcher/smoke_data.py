@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.files import write_text_atomic
+from launcher.recipe.data_template import template_fields
 from launcher.recipe.schema import Recipe
 
 WORDS = (
@@ -64,17 +65,25 @@ def make_row(recipe: Recipe, rng: random.Random) -> dict[str, Any]:
     if recipe.task == "token_classification":
         words, tags = tagged_sentence(rng, data.labels or [])
         return {data.tokens_column: words, data.tags_column: tags}
+    # With data.template the text is made from the columns it names: generate those instead.
+    columns = template_fields(data.template) if data.template else [data.text_column]
     if recipe.task == "classification":
         labels = data.labels or ["0", "1"]
         index = rng.randrange(len(labels))
         flavour = LABEL_WORDS[index % len(LABEL_WORDS)]
-        text = " ".join(sentence(rng, flavour) for _ in range(rng.randint(1, 3)))
-        return {data.text_column: text, data.label_column: labels[index]}
+        row: dict[str, Any] = {
+            column: " ".join(sentence(rng, flavour) for _ in range(rng.randint(1, 3)))
+            for column in columns
+        }
+        return {**row, data.label_column: labels[index]}
     if recipe.task == "sft":
         # Skewed lengths: most documents are a sentence or two, one in eight is long.
         count = rng.randint(8, 20) if rng.random() < 0.125 else rng.randint(1, 2)
-        return {data.text_column: " ".join(sentence(rng) for _ in range(count))}
-    return {data.text_column: sentence(rng)}
+        return {column: " ".join(sentence(rng) for _ in range(count)) for column in columns}
+    if data.group_texts:  # MLM blocks of max_length: even a small eval hold-out fills a few
+        count = rng.randint(3, 6)
+        return {column: " ".join(sentence(rng) for _ in range(count)) for column in columns}
+    return {column: sentence(rng) for column in columns}
 
 
 def sentence(rng: random.Random, flavour: list[str] | None = None) -> str:

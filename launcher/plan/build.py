@@ -22,7 +22,9 @@ from launcher.architectures import LEARNED_POSITIONS, full_config
 from launcher.contract import RunContract, RunLayout, rank_launch_command
 from launcher.errors import RecipeError, RecipeProblem
 from launcher.plan.accelerate import accelerate_config
+from launcher.plan.adapters import AdapterCount, adapter_memory, count_adapters
 from launcher.plan.batch import BatchNumbers, batch_numbers
+from launcher.plan.data_rows import data_rows
 from launcher.plan.deepspeed import deepspeed_config
 from launcher.plan.memory import MemoryEstimate, estimate_memory
 from launcher.plan.parameters import ParameterCount, count_parameters
@@ -62,6 +64,7 @@ class Plan:
     memory: MemoryEstimate | None
     # What the recipe file changes from its `base:` (None without one); overrides not included.
     base_changes: BaseChanges | None = None
+    adapters: AdapterCount | None = None  # model.lora: what trains and what stays frozen
 
     @property
     def contract(self) -> RunContract:
@@ -125,6 +128,7 @@ class Plan:
                 "tokens/step",
                 f"{batch.tokens_per_step:,} ({batch.global_batch} x {batch.max_length} max length)",
             ),
+            *data_rows(recipe),
             ("steps", describe_steps(recipe)),
             ("optimizer", self.optimizer_description),
             ("distributed", describe_distribution(recipe)),
@@ -132,7 +136,11 @@ class Plan:
             ("checkpoints", describe_checkpoints(recipe, self.layout)),
             ("precision", recipe.training.precision),
             *passed_through(recipe),
-            *memory_rows(self.memory, offloading(recipe)),
+            *(
+                adapter_rows(recipe, self.adapters, batch.world_size)
+                if self.adapters is not None
+                else memory_rows(self.memory, offloading(recipe))
+            ),
             (
                 "remote code",
                 "trusted (model.trust_remote_code)" if recipe.model.trust_remote_code else "off",
@@ -187,8 +195,17 @@ def build_plan(
             optimizer=recipe.training.optimizer,
             deepspeed=recipe.distributed.strategy == "deepspeed",
         )
+    adapters = None
+    lora = recipe.model.lora
+    if parameters is not None and lora is not None and recipe.model.architecture:
+        labels = len(recipe.data.labels or []) or 2
+        adapters = count_adapters(
+            recipe.model.architecture, model_config or {}, recipe.task, labels, lora.r,
+            lora.target_modules, parameters.total,
+        )  # fmt: skip
     command = tuple(rank_launch_command(python, layout.accelerate_file, str(layout.root)))
     return Plan(
+        adapters=adapters,
         recipe=recipe,
         source=source,
         overrides=tuple(overrides),
@@ -374,6 +391,43 @@ def offloading(recipe: Recipe) -> bool:
     return dist.strategy == "deepspeed" and (
         dist.offload_optimizer != "none" or dist.offload_parameters != "none"
     )
+
+
+def adapter_rows(recipe: Recipe, count: AdapterCount, gpus: int) -> list[tuple[str, str]]:
+    """What a LoRA run trains, and its model-state memory per device."""
+    lora, model = recipe.model.lora, recipe.model
+    assert lora is not None
+    targets = (
+        lora.target_modules
+        if isinstance(lora.target_modules, str)
+        else ", ".join(lora.target_modules)
+    )
+    head = f" + head {count.head:,}" if count.head else ""
+    frozen = {"4bit": " (linear layers in 4-bit NF4)", "8bit": " (linear layers in 8-bit)"}
+    dist = recipe.distributed
+    stage = dist.zero_stage if dist.strategy == "deepspeed" else 0
+    # TRL trains QLoRA adapters in bf16 (the QLoRA paper's choice); elsewhere they are fp32.
+    adapter_bytes = 2 if recipe.task == "sft" and model.quantization != "none" else 4
+    memory = adapter_memory(
+        count, model.quantization, recipe.training.precision, stage, gpus, adapter_bytes
+    )
+    return [
+        (
+            "adapters",
+            f"LoRA r={lora.r} alpha={lora.alpha:g} on {targets}: trainable "
+            f"{count.trainable:,}{head} ({100 * count.trainable / count.total:.2f}%), frozen "
+            f"{count.frozen:,}{frozen.get(model.quantization, '')}",
+        ),
+        (
+            "memory/device",
+            f"{format_bytes(round(memory.total))} = frozen weights "
+            f"{format_bytes(round(memory.frozen))} + trainable weights "
+            f"{format_bytes(round(memory.trainable_weights))} + gradients "
+            f"{format_bytes(round(memory.gradients))} + optimizer states "
+            f"{format_bytes(round(memory.optimizer_states))} (model states only, not "
+            "activations)",
+        ),
+    ]
 
 
 def memory_rows(memory: MemoryEstimate | None, offload: bool) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ plan shows exactly what a smoke run does differently.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ def apply_smoke(
     Command-line overrides still win (the one precedence rule): ``--smoke training.max_steps=10``
     runs 10 steps, and the notes say which smoke settings an override replaced.
     """
+    refuse_gpu_only(recipe)
     smoke = recipe.model_copy(deep=True)
     tokenizer_source = recipe.tokenizer.pretrained or recipe.model.pretrained
     notes = [
@@ -53,6 +55,27 @@ def apply_smoke(
     if kept:
         notes.append(f"command line wins over smoke for: {', '.join(kept)}")
     return smoke, [note for note in notes if note]
+
+
+def refuse_gpu_only(recipe: Recipe) -> None:
+    """A smoke run trains on CPU: what runs on GPUs only is refused before anything starts."""
+    dist = recipe.distributed
+    if (
+        recipe.model.quantization != "none"
+        and dist.strategy == "deepspeed"
+        and dist.zero_stage == 3
+    ):
+        raise RecipeError(
+            [
+                RecipeProblem(
+                    "--smoke",
+                    "model.quantization",
+                    "QLoRA under DeepSpeed ZeRO-3 runs on GPUs only (ZeRO-3 partitions the "
+                    "bitsandbytes 4-bit weights on CUDA), and a smoke run is on CPU: try it "
+                    "with distributed.zero_stage=2, or without model.quantization",
+                )
+            ]
+        )
 
 
 def shrink_model(recipe: Recipe, exists: Callable[[Path], bool]) -> str:
@@ -114,12 +137,20 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
     data.max_length = min(data.max_length, recipe.smoke.max_length)
     local = data.files and all(exists(Path(f)) for f in file_paths(data.files))
     if local:
-        data.train_split = f"{split_name(data.train_split)}[:{count}]"
-        if data.eval_split:
+        if data.train_samples:  # a random subset stays random: only its size shrinks
+            data.train_samples = min(data.train_samples, count)
+        else:
+            data.train_split = f"{split_name(data.train_split)}[:{count}]"
+        if data.eval_samples:
+            data.eval_samples = min(data.eval_samples, eval_count)
+        elif data.eval_split:
             data.eval_split = f"{split_name(data.eval_split)}[:{eval_count}]"
-        return (
-            f"data: first {count} samples of the recipe's local files, max length {data.max_length}"
+        taken = (
+            f"{data.train_samples} shuffled samples (data.train_samples)"
+            if data.train_samples
+            else f"first {count} samples"
         )
+        return f"data: {taken} of the recipe's local files, max length {data.max_length}"
     wanted = data.dataset or ", ".join(str(f) for f in file_paths(data.files or {}))
     files = {"train": str(layout.smoke_data_dir / "train.jsonl")}
     if data.eval_split:
@@ -127,6 +158,8 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
         data.eval_split = "eval"
     data.dataset, data.dataset_config, data.files, data.format = None, None, files, "json"
     data.train_split = "train"
+    data.column_names = None  # generated JSON lines name their columns
+    shrink_samples(data, count, eval_count)
     tags = ""
     if recipe.task == "token_classification" and not data.labels:
         data.labels = SMOKE_TAGS  # the hub dataset would have named them
@@ -135,6 +168,16 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
         f"data: {count} generated samples with the recipe's columns in {layout.smoke_data_dir} "
         f"instead of {wanted}, max length {data.max_length}{tags}"
     )
+
+
+def shrink_samples(data: Any, count: int, eval_count: int) -> None:
+    """``data.train_samples`` / ``eval_samples`` cut to what the generated splits hold (the
+    training file less an ``eval_fraction`` hold-out, ceil-rounded as ``datasets`` rounds it)."""
+    held_out = math.ceil(data.eval_fraction * count) if data.eval_fraction else 0
+    if data.train_samples:
+        data.train_samples = min(data.train_samples, count - held_out)
+    if data.eval_samples:
+        data.eval_samples = min(data.eval_samples, held_out or eval_count)
 
 
 def shrink_training(recipe: Recipe) -> str:

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, first_line
+from launcher.ranks.data_options import fill_template, headerless_options, take_samples
+from launcher.ranks.text_blocks import group_texts
 from launcher.ranks.token_tags import (
     conll_column_names,
     require_columns,
@@ -58,6 +60,7 @@ def load_raw_splits(data: DataSection, words: bool = False) -> dict[str, Any]:
             test_size=data.eval_fraction, seed=data.shuffle_seed
         )
         splits = {"train": parts["train"], "eval": parts["test"]}
+    splits = take_samples(splits, data)  # data.train_samples / eval_samples, after the hold-out
     if data.shuffle:
         splits["train"] = splits["train"].shuffle(seed=data.shuffle_seed)
     for name, split in splits.items():
@@ -90,6 +93,8 @@ def load_split(data: DataSection, split: str, key: str, words: bool = False) -> 
             options: dict[str, Any] = {}
             if builder == "csv":
                 options["delimiter"] = csv_delimiter(data, files[split_name(split)])
+                paths = files[split_name(split)]
+                options.update(headerless_options(data, paths, options["delimiter"]))
             if builder == "conll":
                 options["column_names"] = conll_column_names(data, files[split_name(split)])
                 options["delimiter"] = data.delimiter
@@ -98,6 +103,8 @@ def load_split(data: DataSection, split: str, key: str, words: bool = False) -> 
                 return loaded
             if builder == "text" and data.text_column != "text":
                 loaded = loaded.rename_column("text", data.text_column)
+            if data.template:
+                loaded = fill_template(loaded, data, split_name(split))
             column = data.text_column
             require_text_column(loaded, column, split_name(split))
             return loaded.filter(
@@ -105,7 +112,10 @@ def load_split(data: DataSection, split: str, key: str, words: bool = False) -> 
                 batched=True,  # one call per 1,000 rows, not one per row
                 desc=f"dropping empty lines of {split_name(split)}",
             )
-        return datasets.load_dataset(data.dataset, data.dataset_config, split=split)
+        loaded = datasets.load_dataset(data.dataset, data.dataset_config, split=split)
+        if data.template and not words:
+            loaded = fill_template(loaded, data, split_name(split))
+        return loaded
     except LauncherError:
         raise
     except Exception as error:  # datasets raises many types for "cannot get it"
@@ -177,6 +187,9 @@ def tokenize_splits(recipe: Recipe, splits: dict[str, Any], tokenizer: Any) -> d
     """The splits as the Trainer reads them: token ids (SFT: packed as TRL packs them)."""
     data = recipe.data
     out = {}
+    # MLM data.group_texts: whole texts (no truncation, no warning about their length), cut into
+    # blocks of max_length after tokenizing (launcher.ranks.text_blocks).
+    grouped = recipe.task == "mlm" and data.group_texts
     for name, split in splits.items():
         if recipe.task == "sft":
             out[name] = sft_rows(split, data, tokenizer, name)
@@ -193,15 +206,18 @@ def tokenize_splits(recipe: Recipe, splits: dict[str, Any], tokenizer: Any) -> d
         out[name] = split.map(
             lambda batch: tokenizer(
                 batch[data.text_column],
-                truncation=True,
-                max_length=data.max_length,
+                truncation=not grouped,
+                max_length=None if grouped else data.max_length,
                 return_special_tokens_mask=recipe.task == "mlm",
+                verbose=not grouped,
             ),
             batched=True,
             remove_columns=drop,
             num_proc=processes(data, len(split)),
             desc=f"tokenizing {name}",
         )
+        if grouped:
+            out[name] = group_texts(out[name], data.max_length, name)
     return out
 
 

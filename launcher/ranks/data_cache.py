@@ -1,9 +1,10 @@
 """Prepared data, cached across runs: tokenized (SFT: and packed) once, loaded after that.
 
 A prepared copy lives in ``CACHE/KEY/`` (``save_to_disk``), where KEY hashes everything that shapes
-its rows: the task, the tokenizer's saved files, the data, the split and shuffle settings, the
-columns and labels, ``max_length``, packing, the library versions that tokenize and pack, and
-:data:`PREP_VERSION`. Two runs of one recipe share a copy; a change to any of those prepares anew.
+its rows: the task, the tokenizer's saved files, the data, the split, shuffle and sample settings,
+the columns, template and labels, ``max_length``, packing (SFT) or grouping (MLM), the library
+versions that tokenize and pack, and :data:`PREP_VERSION`. Two runs of one recipe share a copy;
+a change to any of those prepares anew.
 
 Local files are keyed by a hash of their content, not by path, size and modification time:
 sha256 reads about 1 GB/s here (0.05 s for 50 MB), two orders of magnitude faster than
@@ -139,7 +140,7 @@ def cache_key(
         "eval_split": data.eval_split,
         "eval_fraction": data.eval_fraction,
         "shuffle": data.shuffle,
-        "shuffle_seed": data.shuffle_seed if data.shuffle or data.eval_fraction else None,
+        "shuffle_seed": data.shuffle_seed if seeded(data) else None,
         "text_column": data.text_column,
         "max_length": data.max_length,
         "libraries": library_versions(recipe.task),
@@ -150,6 +151,7 @@ def cache_key(
         delimiter = csv_delimiter(data, file_paths(data.files))
         if delimiter != ",":  # a .tsv was once read with commas: not the same data
             description["delimiter"] = delimiter
+    description.update(data_options(recipe))
     if recipe.task == "sft":
         from launcher.ranks.data import PACKING_STRATEGY
 
@@ -163,6 +165,30 @@ def cache_key(
         description["label_all_tokens"] = data.label_all_tokens
     text = json.dumps(description, sort_keys=True)
     return f"{recipe.task}-{hashlib.sha256(text.encode()).hexdigest()[:16]}", description
+
+
+def seeded(data: Any) -> bool:
+    """Whether ``data.shuffle_seed`` decides which rows are where (a shuffle, a hold-out, a
+    random sample)."""
+    return bool(data.shuffle or data.eval_fraction or data.train_samples or data.eval_samples)
+
+
+def data_options(recipe: Recipe) -> dict[str, Any]:
+    """The options that reshape rows (headerless columns, samples, template, MLM blocks), each
+    only when set: a recipe without them keeps the key it had before they existed."""
+    data = recipe.data
+    options: dict[str, Any] = {}
+    if data.column_names:
+        options["column_names"] = list(data.column_names)
+    if data.train_samples:
+        options["train_samples"] = data.train_samples
+    if data.eval_samples:
+        options["eval_samples"] = data.eval_samples
+    if data.template and recipe.task != "token_classification":
+        options["template"] = data.template
+    if data.group_texts and recipe.task == "mlm":
+        options["group_texts"] = True
+    return options
 
 
 def folder_digest(folder: Path) -> str:

@@ -13,11 +13,21 @@ for the BPE kinds; the library's WordPiece and Unigram trainers break ties diffe
 - ``bpe`` (``SentencePieceBPETokenizer``): NFKC, Metaspace pre-tokenizer and decoder, BPE. We use
   Metaspace rather than the quick tour's Whitespace pre-tokenizer because decoding then restores
   the spaces ("a, b" rather than "a , b"), which generation needs.
+- ``char_bpe`` (the original BPE of Sennrich et al.; ``CharBPETokenizer``): BertNormalizer
+  without lowercasing, BertPreTokenizer, BPE marking word ends with ``</w>``, BPEDecoder; an
+  alphabet of at most 1000 characters unless ``limit_alphabet`` says otherwise.
 - ``wordpiece`` (BERT; ``BertWordPieceTokenizer``): BertNormalizer, BertPreTokenizer, WordPiece
   with ``##`` continuations.
 - ``unigram`` (T5, ALBERT; ``SentencePieceUnigramTokenizer``): NMT and NFKC normalization, runs of
   spaces collapsed, Metaspace pre-tokenizer and decoder, Unigram.
 - ``retrain``: ``train_new_from_iterator`` on ``tokenizer.pretrained``, keeping its pipeline.
+- ``pipeline``: the stages the recipe names (``tokenizer_pipeline``), and nothing else. Trained on
+  local text files, it reads them as the library's ``Tokenizer.train(files)`` does (each line
+  with its line end, which the byte-level pre-tokenizer keeps as a token), so the recipe of a
+  documented pipeline gives exactly what that code gives on the same files.
+
+``min_frequency`` unset is 2 for the presets (the library's implementations default to 2) and
+the trainer's own default (0) for ``retrain`` and ``pipeline``.
 
 ``lowercase`` lowercases after that normalization; ``add_prefix_space`` is byte-level BPE's (the
 Metaspace ones always mark the first word as a word start, as SentencePiece does). Special tokens
@@ -33,10 +43,12 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from launcher.errors import LauncherError, first_line
 from launcher.paths import is_local_path
+from launcher.ranks import tokenizer_cache
 
 # Which role each special token plays (and the `pad_token` words that reuse one): the recipe
 # layer's, since the plan checks that a trained tokenizer has the roles its task needs.
@@ -51,6 +63,10 @@ if TYPE_CHECKING:
 
 
 BATCH_SIZE = 1000
+# What the library's own implementations (ByteLevelBPETokenizer & co.) default to.
+PRESET_MIN_FREQUENCY = 2
+CHAR_BPE_LIMIT_ALPHABET = 1000  # CharBPETokenizer.train's default
+CHAR_BPE_SUFFIX = "</w>"
 
 
 @dataclass
@@ -60,6 +76,7 @@ class TextStats:
     texts: int = 0
     bytes: int = 0  # UTF-8
     seconds: float = 0.0  # reading the texts and training
+    cached: Path | None = None  # loaded from this copy in the tokenizer cache: not trained
 
 
 def progress_bars() -> bool:
@@ -76,10 +93,13 @@ def train_tokenizer(
     model_max_length: int | None = None,
     trust_remote_code: bool = False,
     stats: TextStats | None = None,
+    files: list[str] | None = None,
 ) -> PreTrainedTokenizerFast:
     """Train a tokenizer on ``texts`` as ``settings`` say; ``base`` is the tokenizer to retrain.
 
-    ``stats``, when given, counts the texts and bytes the trainer read."""
+    ``files``: local text files whose lines are exactly ``texts``; a ``pipeline`` then trains on
+    them as ``Tokenizer.train(files)`` does, line ends included. ``stats``, when given, counts
+    the texts and bytes the trainer read."""
     require_valid(TokenizerSection(pretrained=base, train=settings), model_pretrained=None)
     stats = stats if stats is not None else TextStats()
     if settings.algorithm == "retrain":
@@ -87,12 +107,16 @@ def train_tokenizer(
 
     from transformers import PreTrainedTokenizerFast
 
-    tokenizer, trainer = build_pipeline(settings, show_progress=progress_bars())
-    length, started = _length(texts), time.perf_counter()
-    tokenizer.train_from_iterator(_batches(texts, stats=stats), trainer=trainer, length=length)
+    started = time.perf_counter()
+    if settings.algorithm == "pipeline":
+        tokenizer = _train_stages(settings, texts, files, stats)
+    else:
+        tokenizer, trainer = build_pipeline(settings, show_progress=progress_bars())
+        batches = _batches(texts, stats=stats)
+        tokenizer.train_from_iterator(batches, trainer=trainer, length=_length(texts))
     stats.seconds = time.perf_counter() - started
     roles = special_token_roles(settings.special_tokens)
-    if "cls_token" in roles and "sep_token" in roles:
+    if settings.algorithm != "pipeline" and "cls_token" in roles and "sep_token" in roles:
         tokenizer.post_processor = _bert_template(tokenizer, roles["cls_token"], roles["sep_token"])
 
     extra = [t for t in settings.special_tokens if t not in roles.values()]
@@ -112,22 +136,43 @@ def prepare_tokenizer(
     model_max_length: int | None = None,
     trust_remote_code: bool = False,
     stats: TextStats | None = None,
+    files: list[str] | None = None,
+    cache: Path | None = None,
 ) -> PreTrainedTokenizerBase:
     """The run's tokenizer: trained or loaded, then with its pad token and extra specials set.
 
-    ``texts`` is called only when the tokenizer is trained (``stats`` then counts them). A tokenizer that ends up without a pad
-    token is returned as is: whether that matters depends on the task, which the caller knows.
+    ``texts`` is called only when the tokenizer is trained (``stats`` then counts them);
+    ``files`` are the text files those texts are the lines of, when they are (see
+    :func:`train_tokenizer`). With ``cache`` (a folder), a trained tokenizer is kept there and
+    reused by the next build of the same settings and text (``tokenizer_cache``). A tokenizer
+    that ends up without a pad token is returned as is: whether that matters depends on the
+    task, which the caller knows.
     """
     require_valid(section, model_pretrained)
+    stats = stats if stats is not None else TextStats()
     if section.train is not None:
-        tokenizer: PreTrainedTokenizerBase = train_tokenizer(
-            section.train,
-            texts(),
-            base=section.pretrained,
-            model_max_length=model_max_length,
-            trust_remote_code=trust_remote_code,
-            stats=stats,
-        )
+        train_settings = section.train
+        # A pipeline trained on files reads them itself: the rows are not needed then.
+        on_files = bool(files) and train_settings.algorithm == "pipeline"
+
+        def train() -> PreTrainedTokenizerBase:
+            return train_tokenizer(
+                train_settings,
+                () if on_files else texts(),
+                base=section.pretrained,
+                model_max_length=model_max_length,
+                trust_remote_code=trust_remote_code,
+                stats=stats,
+                files=files,
+            )
+
+        tokenizer: PreTrainedTokenizerBase
+        if cache is None:
+            tokenizer = train()
+        else:
+            tokenizer = _trained_or_cached(
+                section, texts, files, cache, train, trust_remote_code, model_max_length, stats
+            )
     else:
         key, name = _pretrained_source(section, model_pretrained)
         tokenizer = load_pretrained(name, key=key, trust_remote_code=trust_remote_code)
@@ -207,10 +252,16 @@ def build_pipeline(
 ) -> tuple[Tokenizer, Trainer]:
     """The untrained tokenizer and its trainer for a from-scratch ``settings.algorithm``.
 
-    Each is the pipeline of the ``tokenizers`` library's own implementation of that kind
-    (``ByteLevelBPETokenizer``, ``SentencePieceBPETokenizer``, ``BertWordPieceTokenizer``,
-    ``SentencePieceUnigramTokenizer``), with its trainer given our settings.
+    Each preset is the pipeline of the ``tokenizers`` library's own implementation of that kind
+    (``ByteLevelBPETokenizer``, ``SentencePieceBPETokenizer``, ``CharBPETokenizer``,
+    ``BertWordPieceTokenizer``, ``SentencePieceUnigramTokenizer``), with its trainer given our
+    settings; ``pipeline`` is the recipe's stages (``tokenizer_pipeline``).
     """
+    algorithm = settings.algorithm
+    if algorithm == "pipeline":
+        from launcher.ranks.tokenizer_pipeline import build_from_stages
+
+        return build_from_stages(settings, show_progress)
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -223,14 +274,19 @@ def build_pipeline(
     )
 
     unk = special_token_roles(settings.special_tokens).get("unk_token")
+    min_frequency = (
+        PRESET_MIN_FREQUENCY if settings.min_frequency is None else settings.min_frequency
+    )
     common = {
         "vocab_size": settings.vocab_size,
         "special_tokens": list(settings.special_tokens),
         "show_progress": show_progress,
     }
-    limit = {} if settings.limit_alphabet is None else {"limit_alphabet": settings.limit_alphabet}
+    limit_alphabet = settings.limit_alphabet
+    if algorithm == "char_bpe" and limit_alphabet is None:
+        limit_alphabet = CHAR_BPE_LIMIT_ALPHABET
+    limit = {} if limit_alphabet is None else {"limit_alphabet": limit_alphabet}
     steps: list[normalizers.Normalizer] = []
-    algorithm = settings.algorithm
     if algorithm == "byte_level_bpe":
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(
@@ -240,7 +296,7 @@ def build_pipeline(
         tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
         # Every byte starts in the vocabulary, so no text is ever unknown.
         trainer: Trainer = trainers.BpeTrainer(
-            min_frequency=settings.min_frequency,
+            min_frequency=min_frequency,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
             **limit,
             **common,
@@ -250,14 +306,22 @@ def build_pipeline(
         steps.append(normalizers.NFKC())
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
         tokenizer.decoder = decoders.Metaspace()
-        trainer = trainers.BpeTrainer(min_frequency=settings.min_frequency, **limit, **common)
+        trainer = trainers.BpeTrainer(min_frequency=min_frequency, **limit, **common)
+    elif algorithm == "char_bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=unk, end_of_word_suffix=CHAR_BPE_SUFFIX))
+        steps.append(normalizers.BertNormalizer(lowercase=False))
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.BPEDecoder(suffix=CHAR_BPE_SUFFIX)
+        trainer = trainers.BpeTrainer(
+            min_frequency=min_frequency, end_of_word_suffix=CHAR_BPE_SUFFIX, **limit, **common
+        )
     elif algorithm == "wordpiece":
         tokenizer = Tokenizer(models.WordPiece(unk_token=unk))
         # BertNormalizer lowercases (and then strips accents) itself.
         tokenizer.normalizer = normalizers.BertNormalizer(lowercase=settings.lowercase)
         tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(min_frequency=settings.min_frequency, **limit, **common)
+        trainer = trainers.WordPieceTrainer(min_frequency=min_frequency, **limit, **common)
     elif algorithm == "unigram":
         tokenizer = Tokenizer(models.Unigram())
         steps += [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
@@ -272,6 +336,91 @@ def build_pipeline(
     if steps:
         tokenizer.normalizer = steps[0] if len(steps) == 1 else normalizers.Sequence(steps)
     return tokenizer, trainer
+
+
+def _train_stages(
+    settings: TrainedTokenizerSection,
+    texts: Iterable[str],
+    files: list[str] | None,
+    stats: TextStats,
+) -> Tokenizer:
+    """Train the recipe's pipeline: on ``files`` as the library reads them when given, else on
+    ``texts``; then its post-processor, whose special tokens now have ids."""
+    from launcher.ranks.tokenizer_pipeline import add_post_processor, build_from_stages
+
+    tokenizer, trainer = build_from_stages(settings, show_progress=progress_bars())
+    if files:
+        tokenizer.train(files, trainer=trainer)
+        for path in files:
+            with open(path, "rb") as handle:
+                stats.texts += sum(1 for _ in handle)
+            stats.bytes += os.path.getsize(path)
+    else:
+        batches = _batches(texts, stats=stats)
+        tokenizer.train_from_iterator(batches, trainer=trainer, length=_length(texts))
+    add_post_processor(tokenizer, settings)
+    return tokenizer
+
+
+def _trained_or_cached(
+    section: TokenizerSection,
+    texts: Callable[[], Iterable[str]],
+    files: list[str] | None,
+    cache: Path,
+    train: Callable[[], PreTrainedTokenizerBase],
+    trust_remote_code: bool,
+    model_max_length: int | None,
+    stats: TextStats,
+) -> PreTrainedTokenizerBase:
+    """The tokenizer ``train`` gives, from the cache when the same settings and text trained
+    one before (``tokenizer_cache``: the library's WordPiece training is not repeatable).
+
+    A fresh one is stored and then read back from its copy, so the first build and every later
+    one return the same thing."""
+    from transformers.tokenization_utils_base import VERY_LARGE_INTEGER
+
+    assert section.train is not None
+    use_files = bool(files) and section.train.algorithm == "pipeline"
+    if use_files:
+        text = {"files": tokenizer_cache.files_digest(files or [])}
+    else:
+        text = {"texts": tokenizer_cache.text_digest(texts())}
+    base = None
+    if section.train.algorithm == "retrain":
+        assert section.pretrained is not None
+        base = _base_digest(section.pretrained, trust_remote_code)
+    key, description = tokenizer_cache.cache_key(section.train, text, base)
+    folder = cache / key
+
+    def load(path: Path) -> PreTrainedTokenizerBase:
+        loaded = load_pretrained(str(path), trust_remote_code=trust_remote_code)
+        # Not part of the key: the cut-off length of one recipe does not shape the vocabulary.
+        loaded.model_max_length = (
+            VERY_LARGE_INTEGER if model_max_length is None else model_max_length
+        )
+        return loaded
+
+    cached = tokenizer_cache.load_cached(folder, load)
+    if cached is not None:
+        stats.cached = folder
+        return cached
+    tokenizer_cache.store(folder, train(), description)
+    return load(folder)
+
+
+def _base_digest(name: str, trust_remote_code: bool) -> str:
+    """What a ``retrain`` starts from, by content: its pipeline, vocabulary and special tokens."""
+    import hashlib
+    import json
+
+    original = load_pretrained(name, trust_remote_code=trust_remote_code)
+    backend = getattr(original, "backend_tokenizer", None)
+    content = {
+        "class": type(original).__name__,
+        "backend": backend.to_str() if backend is not None else None,
+        "special": original.special_tokens_map,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _bert_template(tokenizer: Tokenizer, cls: str, sep: str) -> PostProcessor:
@@ -305,7 +454,8 @@ def _retrain(
     model_type = original.backend_tokenizer.model.__class__.__name__
     kwargs: dict[str, object] = {"show_progress": progress_bars()}
     # The trainers take different settings: Unigram's neither, WordLevel's no alphabet limit.
-    if model_type in ("BPE", "WordPiece", "WordLevel"):
+    # Unset: the trainer's own default (0), as `train_new_from_iterator` alone gives.
+    if model_type in ("BPE", "WordPiece", "WordLevel") and settings.min_frequency is not None:
         kwargs["min_frequency"] = settings.min_frequency
     if model_type in ("BPE", "WordPiece") and settings.limit_alphabet is not None:
         kwargs["limit_alphabet"] = settings.limit_alphabet

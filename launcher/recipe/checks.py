@@ -17,8 +17,10 @@ from launcher.architectures import (
     ENCODERS,
     unknown_config_fields,
 )
+from launcher.recipe.data_checks import data_option_problems
 from launcher.recipe.passthrough import check_passthrough
-from launcher.recipe.schema import Recipe, TokenizerSection, split_name
+from launcher.recipe.schema import Recipe, TokenizerSection, TrainedTokenizerSection, split_name
+from launcher.recipe.tokenizer_stages import pipeline_problems
 
 Problem = tuple[str, str]
 
@@ -73,6 +75,7 @@ def check_recipe(recipe: Recipe) -> list[Problem]:
     """Every cross-field problem in ``recipe``, in a stable order."""
     checks: list[Callable[[Recipe], Iterator[Problem]]] = [
         check_model,
+        check_adapters,
         check_model_sizes,
         check_model_config_fields,
         check_checkpoint_storage,
@@ -101,6 +104,20 @@ def check_model(recipe: Recipe) -> Iterator[Problem]:
                 "model.architecture",
                 (f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"),
             )
+
+
+def check_adapters(recipe: Recipe) -> Iterator[Problem]:
+    """Quantized weights cannot be trained: only adapters on top of them can (QLoRA)."""
+    model = recipe.model
+    if model.quantization != "none" and model.lora is None:
+        yield (
+            "model.quantization",
+            f"{model.quantization!r} weights are frozen: set `model.lora` to train adapters on "
+            "them (QLoRA), or drop the quantization",
+        )
+    if model.lora is not None and isinstance(model.lora.target_modules, list):
+        if not model.lora.target_modules:
+            yield "model.lora.target_modules", "name at least one module, or use all-linear"
 
 
 def check_model_sizes(recipe: Recipe) -> Iterator[Problem]:
@@ -265,6 +282,33 @@ def tokenizer_problems(
                 "use `algorithm: retrain` to retrain it, or drop one of the two"
             ),
         )
+    if train:
+        yield from pipeline_rules(train)
+
+
+def pipeline_rules(train: TrainedTokenizerSection) -> Iterator[Problem]:
+    """A pipeline and a preset are two ways to say what is trained: one of them, not both; a
+    pipeline says lowercasing and prefix spaces by its stages (``tokenizer_stages``)."""
+    if train.algorithm == "pipeline" and train.pipeline is None:
+        yield (
+            "tokenizer.train.pipeline",
+            "required by `algorithm: pipeline`: the stages, at least `model: {type: BPE}`",
+        )
+    if train.pipeline is not None and train.algorithm != "pipeline":
+        yield (
+            "tokenizer.train.pipeline",
+            f"set together with `algorithm: {train.algorithm}` (a preset); use one of the two",
+        )
+    if train.pipeline is None:
+        return
+    stages = {
+        "lowercase": "a `{type: Lowercase}` step in pipeline.normalizer",
+        "add_prefix_space": "`add_prefix_space: true` on the ByteLevel pre_tokenizer",
+    }
+    for key, instead in stages.items():
+        if getattr(train, key):
+            yield f"tokenizer.train.{key}", f"a preset's setting; with a pipeline, write {instead}"
+    yield from pipeline_problems(train, "tokenizer.train")
 
 
 def check_data(recipe: Recipe) -> Iterator[Problem]:
@@ -284,6 +328,7 @@ def check_data(recipe: Recipe) -> Iterator[Problem]:
     if recipe.task == "classification" and (not data.labels or len(data.labels) < 2):
         yield "data.labels", "classification needs the label names, at least two, in id order"
     yield from token_classification_data(recipe)
+    yield from data_option_problems(recipe)
     if data.labels and len(set(data.labels)) != len(data.labels):
         yield "data.labels", f"{data.labels}: label names must be distinct"
     if data.eval_split and data.eval_fraction:

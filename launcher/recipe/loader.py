@@ -305,7 +305,9 @@ def validate(layered: LayeredRecipe) -> tuple[Recipe | None, list[RecipeProblem]
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as error:
-        return None, describe_validation_errors(error.errors(), data, layered)
+        from launcher.recipe.tokenizer_recipe import run_hint
+
+        return None, run_hint(describe_validation_errors(error.errors(), data, layered), data)
     problems = [
         RecipeProblem(layered.source_of(key), key, message) for key, message in check_recipe(recipe)
     ]

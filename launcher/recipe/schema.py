@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -19,7 +19,11 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TaskName = Literal["sft", "mlm", "classification", "token_classification"]
 TASKS: tuple[str, ...] = get_args(TaskName)
 Architecture = Literal["mistral", "llama", "distilbert", "bert"]
-TokenizerAlgorithm = Literal["byte_level_bpe", "bpe", "wordpiece", "unigram", "retrain"]
+TokenizerAlgorithm = Literal[
+    "byte_level_bpe", "bpe", "char_bpe", "wordpiece", "unigram", "retrain", "pipeline"
+]
+# A tokenizer stage as the `tokenizers` docs write it: `{type: ByteLevel, add_prefix_space: true}`.
+TokenizerStage = dict[str, Any]
 Optimizer = Literal[
     "adamw_torch",
     "adamw_torch_fused",
@@ -49,6 +53,19 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+class LoraSection(Section):
+    r: int = Field(16, gt=0, description="Rank of each adapter (peft's `r`, axolotl's `lora_r`).")
+    alpha: float = Field(
+        32, gt=0, description="Scale of the adapters' output is `alpha / r` (`lora_alpha`)."
+    )
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapters' input.")
+    target_modules: Literal["all-linear"] | list[str] = Field(
+        "all-linear",
+        description="Layers that get adapters: `all-linear` (every linear layer but the output "
+        "head), or module names (`[q_proj, v_proj]`).",
+    )
+
+
 class ModelSection(Section):
     pretrained: str | None = Field(
         None, description="Hub id (`org/name`) or local folder to load with `from_pretrained`."
@@ -68,26 +85,88 @@ class ModelSection(Section):
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
         "sdpa", description="Attention kernel; `flash_attention_2` needs the flash-attn package."
     )
+    lora: LoraSection | None = Field(
+        None,
+        description="Train low-rank adapters (peft LoRA) instead of every weight; the model's "
+        "own weights stay frozen. The task's head (classification) is trained in full.",
+    )
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none",
+        description="Load the frozen weights quantized by bitsandbytes: `4bit` (NF4 with double "
+        "quantization: QLoRA) or `8bit`; needs `lora`.",
+    )
+
+
+class TokenizerPipelineSection(Section):
+    normalizer: list[TokenizerStage] | None = Field(
+        None,
+        description="Normalizer steps, applied in order (`[{type: NFKC}, {type: Lowercase}]`).",
+    )
+    pre_tokenizer: list[TokenizerStage] | None = Field(
+        None,
+        description="Pre-tokenizer steps, in order (`[{type: ByteLevel, add_prefix_space: true}]`).",
+    )
+    model: TokenizerStage | None = Field(
+        None,
+        description="Required: `{type: BPE}`, `WordPiece`, `Unigram` or `WordLevel`, with its "
+        "arguments (`unk_token`, `dropout`, ...).",
+    )
+    trainer: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The model's trainer's other arguments (`initial_alphabet`, "
+        "`continuing_subword_prefix`, ...); `vocab_size`, `min_frequency`, `special_tokens` and "
+        "`limit_alphabet` are `tokenizer.train` keys.",
+    )
+    post_processor: list[TokenizerStage] | None = Field(
+        None,
+        description="Post-processor steps (`[{type: ByteLevel, trim_offsets: true}]`, "
+        "`[{type: TemplateProcessing, single: '[CLS] $A [SEP]'}]`).",
+    )
+    decoder: list[TokenizerStage] | None = Field(
+        None, description="Decoder steps, applied in order (`[{type: ByteLevel}]`)."
+    )
 
 
 class TrainedTokenizerSection(Section):
     algorithm: TokenizerAlgorithm = Field(
         ...,
-        description="`byte_level_bpe`, `bpe`, `wordpiece`, `unigram`, or `retrain` "
-        "(`train_new_from_iterator` on `tokenizer.pretrained`).",
+        description="A preset: `byte_level_bpe`, `bpe`, `char_bpe`, `wordpiece`, `unigram` (the "
+        "`tokenizers` library's own pipelines), or `retrain` (`train_new_from_iterator` on "
+        "`tokenizer.pretrained`); or `pipeline`, the stages of `pipeline` (implied when it is set).",
+    )
+    pipeline: TokenizerPipelineSection | None = Field(
+        None,
+        description="The tokenizer stage by stage, as the `tokenizers` docs build it: "
+        "`normalizer`, `pre_tokenizer`, `model`, `trainer`, `post_processor`, `decoder`.",
     )
     vocab_size: int = Field(32000, gt=0, description="Size of the trained vocabulary.")
-    min_frequency: int = Field(2, ge=0, description="Minimum count for a merge or word piece.")
+    min_frequency: int | None = Field(
+        None,
+        ge=0,
+        description="Minimum count for a merge or word piece; default 2 for the presets (as the "
+        "library's implementations), the trainer's own (0) for `retrain` and `pipeline`.",
+    )
     special_tokens: list[str] = Field(
         default_factory=list, description="Special tokens, placed first in the vocabulary."
     )
-    lowercase: bool = Field(False, description="Lowercase text before tokenizing.")
+    lowercase: bool = Field(False, description="Presets: lowercase text before tokenizing.")
     limit_alphabet: int | None = Field(
-        None, gt=0, description="Most distinct initial characters kept (BPE, WordPiece)."
+        None,
+        gt=0,
+        description="Most distinct initial characters kept (BPE, WordPiece; `char_bpe`: 1000).",
     )
     add_prefix_space: bool = Field(
         False, description="Byte-level BPE: treat the first word like any other word."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def pipeline_implies_its_algorithm(cls, data: Any) -> Any:
+        """``pipeline:`` alone means ``algorithm: pipeline``: the stages say what is trained."""
+        if isinstance(data, dict) and data.get("pipeline") is not None:
+            if data.get("algorithm") is None:
+                return {**data, "algorithm": "pipeline"}
+        return data
 
 
 class TokenizerSection(Section):
@@ -124,6 +203,12 @@ class DataSection(Section):
         max_length=1,
         description="Column separator of csv files; default a tab for `.tsv`, else a comma.",
     )
+    column_names: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Names of the columns of csv/tsv files that have no header row; the first "
+        "line is then read as data.",
+    )
     train_split: str = Field(
         "train", description="Training split; slices work (`train[:1000]`, `train[10%:]`)."
     )
@@ -131,7 +216,27 @@ class DataSection(Section):
     eval_fraction: float = Field(
         0.0, ge=0.0, lt=1.0, description="Hold out this fraction of training data for evaluation."
     )
+    train_samples: int | None = Field(
+        None,
+        gt=0,
+        description="Train on this many rows drawn at random: `shuffle(shuffle_seed).select(range(N))` "
+        "of the training split (after any `eval_fraction` hold-out), a balanced subset even of a "
+        "label-sorted file, where a slice (`train[:N]`) takes the first N rows. More than the split "
+        "has is an error.",
+    )
+    eval_samples: int | None = Field(
+        None,
+        gt=0,
+        description="Evaluate on this many rows drawn at random, as `train_samples` does.",
+    )
     text_column: str = Field("text", description="Column holding the text.")
+    template: str | None = Field(
+        None,
+        min_length=1,
+        description="Build each row's text from its columns with a Python format string "
+        '(`"### Question: {q}\\n### Answer: {a}"`, a formatting function as a recipe); the filled '
+        "template becomes `text_column`. Not for token classification.",
+    )
     label_column: str = Field("label", description="Column holding the label (classification).")
     labels: list[str] | None = Field(
         None, description="Label names, in id order; string labels are mapped through this list."
@@ -150,6 +255,12 @@ class DataSection(Section):
     )
     max_length: int = Field(512, gt=0, description="Tokens per sample (truncation and packing).")
     packing: bool = Field(True, description="SFT: pack samples into full rows (no padding).")
+    group_texts: bool = Field(
+        False,
+        description="MLM: concatenate the tokenized texts and cut them into full blocks of "
+        "`max_length` (no padding; the last partial block is dropped), instead of one padded, "
+        "truncated sample per text.",
+    )
     mlm_probability: float = Field(
         0.15, gt=0.0, lt=1.0, description="MLM: fraction of tokens masked."
     )

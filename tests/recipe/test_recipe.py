@@ -350,7 +350,9 @@ ERROR_CASES = {
     ),
     "invalid enum value": (
         VALID.replace("task: sft", "task: pretrain"),
-        ["bad.yaml: task: 'pretrain': input should be 'sft', 'mlm', 'classification' or 'token_classification'"],
+        [
+            "bad.yaml: task: 'pretrain': input should be 'sft', 'mlm', 'classification' or 'token_classification'"
+        ],
     ),
     "invalid integer enum value": (
         VALID + "distributed: {strategy: deepspeed, zero_stage: 4}\n",
