@@ -94,6 +94,11 @@ class RunLayout:
         return self.root / "model"
 
     @property
+    def base_model_dir(self) -> Path:
+        """The frozen weights LoRA adapters train on, when the model is built from config."""
+        return self.root / "base-model"
+
+    @property
     def metrics_file(self) -> Path:
         return self.root / "metrics.jsonl"
 

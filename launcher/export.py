@@ -52,8 +52,11 @@ class Loaded:
     note: str = ""
 
 
-def export_checkpoint(run_dir: Path, output: Path, step: int | None = None) -> Path:
-    """Export ``checkpoint-{step}`` (default: the newest complete one) of ``run_dir`` to ``output``."""
+def export_checkpoint(
+    run_dir: Path, output: Path, step: int | None = None, merge: bool = False
+) -> Path:
+    """Export ``checkpoint-{step}`` (default: the newest complete one) of ``run_dir`` to ``output``
+    (a LoRA run: its adapter, or with ``merge`` the base model with the adapter merged in)."""
     layout = RunLayout(Path(run_dir))
     recipe = read_recipe(layout)
     checkpoint = choose_checkpoint(layout, step)
@@ -70,8 +73,21 @@ def export_checkpoint(run_dir: Path, output: Path, step: int | None = None) -> P
             f"Export the run's final model folder {layout.model_dir} instead, if it has one."
         )
 
-    loaded = load_checkpoint(checkpoint, recipe)
     output.parent.mkdir(parents=True, exist_ok=True)
+    from launcher.export_adapter import export_adapter, is_adapter_checkpoint
+
+    if is_adapter_checkpoint(checkpoint):
+        written, source = export_adapter(layout, checkpoint, output, recipe.task, merge)
+        print(
+            f"exported step {checkpoint_step(checkpoint)} of {layout.root} ({source}): {written} -> {output}"
+        )
+        return output
+    if merge:
+        raise LauncherError(
+            f"--merge: {checkpoint} holds a whole model, not a LoRA adapter; export it without "
+            "--merge"
+        )
+    loaded = load_checkpoint(checkpoint, recipe)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
         loaded.model.save_pretrained(staging)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError
+from launcher.recipe.data_template import fill, template_fields
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Columns:
     label: str = "label"
     tokens: str = "tokens"
     tags: str = "ner_tags"
+    template: str | None = None  # the run's data.template: rows with its columns are filled
 
 
 @dataclass
@@ -44,6 +46,7 @@ def columns_of(recipe: dict[str, Any] | None) -> Columns:
         label=data.get("label_column") or defaults.label,
         tokens=data.get("tokens_column") or defaults.tokens,
         tags=data.get("tags_column") or defaults.tags,
+        template=data.get("template"),
     )
 
 
@@ -94,6 +97,12 @@ def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -
         tags = row.get(columns.tags)
         extra = {k: v for k, v in row.items() if k not in (columns.tokens, columns.tags)}
         return Example(text=" ".join(words), words=words, gold=tags, extra=extra)
+    if columns.template and set(template_fields(columns.template)) <= set(row):
+        # Filled as training filled it (``data.template``), from the row's own columns.
+        text = fill(columns.template, row)
+        gold = row.get(columns.label)
+        extra = {k: v for k, v in row.items() if k != columns.label}
+        return Example(text=text, gold=gold if gold not in ("", None) else None, extra=extra)
     text_column = columns.text
     if text_column not in row:
         strings = [key for key, value in row.items() if isinstance(value, str)]

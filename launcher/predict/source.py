@@ -14,6 +14,7 @@ from typing import Any
 
 from launcher.contract import RunLayout
 from launcher.errors import LauncherError
+from launcher.ranks.adapters import PEFT_TASK_TYPES
 
 # The model class suffix each task's head has (``BertForTokenClassification``, ...).
 TASK_OF_CLASS = {
@@ -63,7 +64,8 @@ def run_source(layout: RunLayout, step: int | None) -> Source:
 
     facts = read_recipe(layout)
     if step is None:
-        if not (layout.model_dir / "config.json").is_file():
+        saved = ("config.json", "adapter_config.json")
+        if not any((layout.model_dir / name).is_file() for name in saved):
             raise LauncherError(
                 f"{layout.root} has no final model yet ({layout.model_dir}): the run has not "
                 "finished. Predict with one of its checkpoints: --checkpoint STEP."
@@ -89,6 +91,12 @@ def run_source(layout: RunLayout, step: int | None) -> Source:
 
 def task_of_folder(folder: Path) -> str:
     config_file = folder / "config.json"
+    adapter = folder / "adapter_config.json"
+    if adapter.is_file():  # an exported LoRA adapter: peft records the task type
+        task_type = json.loads(adapter.read_text()).get("task_type")
+        tasks = {kind: task for task, kind in PEFT_TASK_TYPES.items() if kind}
+        if task_type in tasks:
+            return tasks[task_type]
     if not config_file.is_file():
         raise LauncherError(
             f"{folder} is neither a run directory (no recipe.yaml) nor a model folder (no "
@@ -110,8 +118,15 @@ def load_model(source: Source) -> Any:
     shards included) exactly as ``launcher export`` reads it."""
     import transformers.utils.logging
 
+    from launcher.ranks.quiet import quiet_library_noise
+
+    quiet_library_noise()
     transformers.utils.logging.disable_progress_bar()  # a bar for reading one file is noise
-    if source.checkpoint is not None and source.run is not None:
+    from launcher.export_adapter import is_adapter_checkpoint
+
+    if is_adapter_checkpoint(source.folder):
+        model = load_with_adapter(source)
+    elif source.checkpoint is not None and source.run is not None:
         from launcher.export import load_checkpoint, read_recipe
 
         model = load_checkpoint(source.checkpoint, read_recipe(source.run)).model
@@ -125,6 +140,25 @@ def load_model(source: Source) -> Any:
         except (OSError, ValueError) as error:
             raise LauncherError(f"cannot load the model in {source.folder}: {error}") from error
     return model.eval()
+
+
+def load_with_adapter(source: Source) -> Any:
+    """A LoRA run's model: the base its adapter names, with the adapter on top (unmerged)."""
+    from peft import PeftModel
+
+    from launcher.export_adapter import base_model_path
+    from launcher.ranks.model import auto_class
+
+    base = base_model_path(source.folder)
+    try:
+        model = auto_class(source.task).from_pretrained(
+            base, trust_remote_code=source.trust_remote_code
+        )
+    except (OSError, ValueError) as error:
+        raise LauncherError(
+            f"cannot load {base!r}, the base model of the adapter in {source.folder}: {error}"
+        ) from error
+    return PeftModel.from_pretrained(model, str(source.folder))
 
 
 def load_tokenizer(source: Source) -> Any:

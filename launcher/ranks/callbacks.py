@@ -240,3 +240,22 @@ def write_latest_tag(folder: Path, step: int) -> None:
     tag = f"global_step{step}"
     if (folder / tag).is_dir() and not (folder / "latest").exists():
         (folder / "latest").write_text(tag)
+
+
+class KeepAdapterDtypes(TrainerCallback):
+    """Trains a resumed run's adapters in the dtype the fresh run trained them in.
+
+    TRL's SFTTrainer casts QLoRA adapters to bf16 (the QLoRA paper's choice) when it is built;
+    resuming, the Trainer loads the checkpoint's adapter into freshly made fp32 adapters, so the
+    rest of the run trained in another precision than it started in and did not end as the
+    uninterrupted run did. Made once the trainer is built (the dtypes it chose), it puts them back
+    when training begins, after the checkpoint is loaded."""
+
+    def __init__(self, model: Any):
+        self.dtypes = {name: p.dtype for name, p in model.named_parameters() if p.requires_grad}
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        for name, parameter in model.named_parameters():
+            wanted = self.dtypes.get(name)
+            if wanted is not None and parameter.dtype != wanted:
+                parameter.data = parameter.data.to(wanted)

@@ -191,8 +191,10 @@ def train_in(
     from transformers import set_seed
 
     from launcher.checkpoints import check_resume_world, choose_checkpoint, training_finished
+    from launcher.ranks.adapters import trainable_summary, zero3_partitioning_off
     from launcher.ranks.callbacks import (
         CheckpointCompletion,
+        KeepAdapterDtypes,
         MetricsLog,
         PlanGuard,
         ProgressLines,
@@ -200,7 +202,7 @@ def train_in(
     )
     from launcher.ranks.data import load_recipe_splits
     from launcher.ranks.data_cache import prepare
-    from launcher.ranks.model import build_model
+    from launcher.ranks.model import build_model, save_base_model
     from launcher.ranks.preemption import StopOnSignal, write_stopped
     from launcher.ranks.token_tags import tag_names
     from launcher.ranks.trackers import prepare_trackers, send_new_logs_only
@@ -254,7 +256,16 @@ def train_in(
         ).splits
 
     set_seed(args.seed)
-    model = build_model(recipe, tokenizer)
+    base_folder = None
+    if recipe.model.lora is not None and not recipe.model.pretrained:
+        base_folder = layout.base_model_dir  # adapters on a model built from config
+        if state.is_main_process and not base_folder.is_dir():
+            with zero3_partitioning_off(getattr(args, "hf_deepspeed_config", None)):
+                save_base_model(recipe, tokenizer, base_folder)
+        state.wait_for_everyone()
+    model = build_model(recipe, tokenizer, base_folder)  # every rank at once (ZeRO-3 partitions)
+    if recipe.model.lora is not None:
+        say(state, trainable_summary(model))
     on_each_node = contract.checkpoints_on_each_node
     verify = recipe.checkpointing.verify_checksums
     resume = choose_checkpoint(checkpoints, state, on_each_node, verify)
@@ -270,6 +281,8 @@ def train_in(
         heartbeat,
     ]
     trainer = build_trainer(recipe, model, tokenizer, args, splits, callbacks)
+    if recipe.model.lora is not None:
+        trainer.add_callback(KeepAdapterDtypes(trainer.model))
     if trackers is not None:  # a resumed attempt sends its trackers no step twice
         send_new_logs_only(trainer, trackers)
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -6,6 +6,7 @@ a pretrained model gets its embeddings resized when the tokenizer grew (added pa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from launcher.architectures import full_config
@@ -24,35 +25,68 @@ def auto_class(task: str) -> Any:
     }[task]
 
 
-def build_model(recipe: Recipe, tokenizer: Any) -> Any:
-    model_section = recipe.model
+def task_arguments(recipe: Recipe) -> dict[str, Any]:
+    """Config fields of the task's head: the labels of a classifier, named."""
+    if recipe.task not in ("classification", "token_classification"):
+        return {}
     labels = recipe.data.labels or []
-    task_kwargs: dict[str, Any] = {}
-    if recipe.task in ("classification", "token_classification"):
-        task_kwargs = {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {label: i for i, label in enumerate(labels)},
-        }
+    return {
+        "num_labels": len(labels),
+        "id2label": dict(enumerate(labels)),
+        "label2id": {label: i for i, label in enumerate(labels)},
+    }
+
+
+def save_base_model(recipe: Recipe, tokenizer: Any, folder: Path) -> None:
+    """LoRA on a model built from config: build it (seeded) and save it as the frozen base that
+    every rank then loads (quantized, if asked), and that the adapters name. Global rank 0 calls
+    it alone (``launcher.ranks.adapters.zero3_partitioning_off``)."""
+    from launcher.ranks.adapters import save_folder_atomically
+
+    token_ids = special_token_ids(tokenizer)
+    model = model_from_config(recipe, tokenizer, token_ids, task_arguments(recipe))
+    save_folder_atomically(model, folder)
+
+
+def build_model(recipe: Recipe, tokenizer: Any, base_folder: Path | None = None) -> Any:
+    """The model to train. With ``model.lora`` on a model built from config, its frozen weights
+    are loaded from ``base_folder`` (``save_base_model``), so that they can be quantized and the
+    adapters have a base to name."""
+    model_section = recipe.model
+    task_kwargs = task_arguments(recipe)
     token_ids = special_token_ids(tokenizer)
     if model_section.pretrained:
-        model = load_pretrained(recipe, task_kwargs)
+        model = load_pretrained(recipe, model_section.pretrained, task_kwargs)
+    elif model_section.lora is not None:
+        assert base_folder is not None, "LoRA on a model built from config needs a base folder"
+        model = load_pretrained(recipe, str(base_folder), task_kwargs)
     else:
-        from transformers import AutoConfig
-
-        assert model_section.architecture is not None
-        fields = full_config(model_section.architecture, model_section.config)
-        fields.update(vocab_size=len(tokenizer), **token_ids, **task_kwargs)
-        config = AutoConfig.for_model(model_section.architecture, **fields)
-        model = auto_class(recipe.task).from_config(
-            config, attn_implementation=model_section.attn_implementation
-        )
+        model = model_from_config(recipe, tokenizer, token_ids, task_kwargs)
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
         model.resize_token_embeddings(len(tokenizer))
     for key, value in token_ids.items():
         setattr(model.config, key, value)
     model.accepts_loss_kwargs = consumes_item_count(recipe.task)
+    if model_section.lora is not None:
+        from launcher.ranks.adapters import add_adapters
+
+        model = add_adapters(recipe, model)
     return model
+
+
+def model_from_config(
+    recipe: Recipe, tokenizer: Any, token_ids: dict[str, int], task_kwargs: dict[str, Any]
+) -> Any:
+    from transformers import AutoConfig
+
+    model_section = recipe.model
+    assert model_section.architecture is not None
+    fields = full_config(model_section.architecture, model_section.config)
+    fields.update(vocab_size=len(tokenizer), **token_ids, **task_kwargs)
+    config = AutoConfig.for_model(model_section.architecture, **fields)
+    return auto_class(recipe.task).from_config(
+        config, attn_implementation=model_section.attn_implementation
+    )
 
 
 def consumes_item_count(task: str) -> bool:
@@ -67,32 +101,33 @@ def consumes_item_count(task: str) -> bool:
     return task == "sft"
 
 
-def load_pretrained(recipe: Recipe, task_kwargs: dict[str, Any]) -> Any:
+def load_pretrained(recipe: Recipe, source: str, task_kwargs: dict[str, Any]) -> Any:
     """``from_pretrained`` with the recipe's ``trust_remote_code`` (off unless the recipe turns it
-    on: a model folder's own Python code runs only then); failures name the recipe key."""
+    on: a model folder's own Python code runs only then), quantized as ``model.quantization``
+    says; failures name the recipe key."""
     import os
 
+    from launcher.ranks.adapters import quantized_loading
+
     model_section = recipe.model
-    assert model_section.pretrained is not None
     try:
         return auto_class(recipe.task).from_pretrained(
-            os.path.expanduser(model_section.pretrained),
+            os.path.expanduser(source),
             trust_remote_code=model_section.trust_remote_code,
             attn_implementation=model_section.attn_implementation,
             **task_kwargs,
+            **quantized_loading(recipe),
         )
     except OSError as error:
         raise LauncherError(
-            f"model.pretrained: cannot load {model_section.pretrained!r} ({first_line(error)}). "
+            f"model.pretrained: cannot load {source!r} ({first_line(error)}). "
             "Offline, point it at a local model folder, or try the recipe with --smoke."
         ) from error
     except ValueError as error:
         if refused_remote_code(error):
-            raise LauncherError(
-                remote_code_message("model.pretrained", model_section.pretrained)
-            ) from None
+            raise LauncherError(remote_code_message("model.pretrained", source)) from None
         raise LauncherError(
-            f"model.pretrained: cannot load {model_section.pretrained!r}: {first_line(error)}"
+            f"model.pretrained: cannot load {source!r}: {first_line(error)}"
         ) from error
 
 

@@ -13,6 +13,10 @@ import warnings
 NOISE: list[tuple[type[Warning], str]] = [
     # torch 2.13 renamed the collectives DeepSpeed 0.19 calls on every step.
     (FutureWarning, r"`torch\.distributed\.\w+` is deprecated"),
+    # peft 0.21 asks transformers 5.23 for the old name while it adds adapters.
+    (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
+    # bitsandbytes' paged optimizers page only CUDA memory; the launcher's plan says what runs.
+    (UserWarning, r"Paged optimizers are not supported on CPU"),
 ]
 
 

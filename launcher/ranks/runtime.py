@@ -55,6 +55,13 @@ def close_distributed() -> None:
         dist.destroy_process_group()
 
 
+def local_device_index() -> int:
+    """This rank's GPU on its node (``LOCAL_RANK``, which torchrun sets)."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def cuda_available() -> bool:
     import torch
 
