@@ -132,6 +132,11 @@ class RunLayout:
         return self.root / "result.json"
 
     @property
+    def data_summary_file(self) -> Path:
+        """Rows, tokens and padding of the data this run last prepared (or found cached)."""
+        return self.root / "data-summary.json"
+
+    @property
     def stopped_file(self) -> Path:
         """Written by rank 0 once an attempt stopped on a signal with a complete checkpoint."""
         return self.root / "stopped.json"

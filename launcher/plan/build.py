@@ -128,7 +128,7 @@ class Plan:
                 "tokens/step",
                 f"{batch.tokens_per_step:,} ({batch.global_batch} x {batch.max_length} max length)",
             ),
-            *data_rows(recipe),
+            *data_rows(recipe, self.layout.data_summary_file),
             ("steps", describe_steps(recipe)),
             ("optimizer", self.optimizer_description),
             ("distributed", describe_distribution(recipe)),

@@ -246,14 +246,18 @@ def train_in(
             recipe.data.labels = tag_names(recipe.data, raw["train"])
             say(state, f"tags from the dataset: {', '.join(recipe.data.labels)}")
         tokenizer = run_tokenizer(recipe, layout, raw, state)
-        splits = prepare(
+        prepared = prepare(
             recipe,
             tokenizer,
             layout.tokenizer_dir,
             raw,
             log=lambda message: say(state, message),
             is_main=state.is_main_process,
-        ).splits
+        )
+        splits = prepared.splits
+        if state.is_main_process:  # `launcher plan` of this run shows it (padding share)
+            summary = {"key": prepared.key, "splits": prepared.summary}
+            write_text_atomic(layout.data_summary_file, json.dumps(summary, indent=2) + "\n")
 
     set_seed(args.seed)
     base_folder = None

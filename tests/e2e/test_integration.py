@@ -83,6 +83,9 @@ def test_smoke_recipe_on_two_ddp_ranks(
     assert len(losses) == steps and all(loss == loss and loss > 0 for loss in losses)
     # Rank 0 prepared the data into the cache; rank 1 loaded that copy instead of its own.
     assert data_preparation(run_dir)[0] == "prepared"
+    recorded = json.loads((run_dir / "data-summary.json").read_text())
+    assert recorded["key"] == data_preparation(run_dir)[1]
+    assert recorded["splits"]["train"]["rows"] > 0
     assert "data: warning" not in rank_lines(run_dir, 1)
     assert_metrics_and_tensorboard(run_dir, workdir, steps)
     # The tokenizer stage ended with its one-line summary (rank 0 trained it).

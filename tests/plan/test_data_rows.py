@@ -43,6 +43,24 @@ def test_mlm_plan_says_whether_texts_are_grouped_and_where_padding_is_measured()
     ]
 
 
+def test_a_run_that_prepared_its_data_shows_the_measured_padding(tmp_path: Path) -> None:
+    """The rank records what it prepared; planning that run again shows the measured share."""
+    recipe = load_recipe(REPO / "recipes" / "mlm-scratch.yaml")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "data-summary.json").write_text(
+        '{"key": "mlm-0123", "splits": {"train": {"rows": 10, "tokens": 160, "max_length": 64}}}'
+    )
+    lines = data_lines(build_plan(recipe, run_dir).summary())
+    assert (
+        lines[-1] == "as this run last prepared it: train 10 rows, 160 tokens, padding 75.0% at 64"
+    )
+    (run_dir / "data-summary.json").write_text("{not json")
+    assert not any(
+        "last prepared" in line for line in data_lines(build_plan(recipe, run_dir).summary())
+    )
+
+
 def test_sample_template_and_headerless_columns_are_shown(tmp_path: Path) -> None:
     recipe = Recipe.model_validate(
         {
