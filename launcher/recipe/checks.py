@@ -19,7 +19,13 @@ from launcher.architectures import (
 )
 from launcher.recipe.data_checks import data_option_problems
 from launcher.recipe.passthrough import check_passthrough
-from launcher.recipe.schema import Recipe, TokenizerSection, TrainedTokenizerSection, split_name
+from launcher.recipe.schema import (
+    DataSection,
+    Recipe,
+    TokenizerSection,
+    TrainedTokenizerSection,
+    split_name,
+)
 from launcher.recipe.tokenizer_stages import pipeline_problems
 
 Problem = tuple[str, str]
@@ -311,12 +317,17 @@ def pipeline_rules(train: TrainedTokenizerSection) -> Iterator[Problem]:
     yield from pipeline_problems(train, "tokenizer.train")
 
 
-def check_data(recipe: Recipe) -> Iterator[Problem]:
-    data = recipe.data
+def data_source_problems(data: DataSection) -> Iterator[Problem]:
+    """One source of data: a hub dataset or local files (a tokenizer-only recipe's rule too)."""
     if not data.dataset and not data.files:
         yield "data", "set `dataset` (hub id) or `files` (local files by split)"
     if data.dataset and data.files:
         yield "data.files", "set together with `data.dataset`; use one of the two"
+
+
+def check_data(recipe: Recipe) -> Iterator[Problem]:
+    data = recipe.data
+    yield from data_source_problems(data)
     if data.files:
         for key, split in (
             ("data.train_split", data.train_split),

@@ -75,7 +75,7 @@ def load_tokenizer_recipe(
 
 def tokenizer_recipe_problems(recipe: TokenizerRecipe) -> Iterator[Problem]:
     """The tokenizer rules of a full recipe, and the data a trained tokenizer reads."""
-    from launcher.recipe.checks import tokenizer_problems, unusable_path
+    from launcher.recipe.checks import data_source_problems, tokenizer_problems, unusable_path
 
     if recipe.tokenizer.train is None and not recipe.tokenizer.pretrained:
         yield "tokenizer", "set `pretrained` (hub id or folder) or `train` to train one on the data"
@@ -84,10 +84,7 @@ def tokenizer_recipe_problems(recipe: TokenizerRecipe) -> Iterator[Problem]:
     if recipe.tokenizer.train is None:
         return  # loaded, not trained: no text needed
     data = recipe.data
-    if not data.dataset and not data.files:
-        yield "data", "set `dataset` (hub id) or `files` (local files by split) to train on"
-    if data.dataset and data.files:
-        yield "data.files", "set together with `data.dataset`; use one of the two"
+    yield from data_source_problems(data)
     if data.files:
         name = split_name(data.train_split)
         if name not in data.files:

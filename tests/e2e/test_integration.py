@@ -402,20 +402,25 @@ checkpointing: {{strategy: steps, every_steps: 2}}
     assert not torch.equal(trained[embedding], original[embedding])  # it trained
 
 
-def test_tokenizer_command_saves_a_loadable_tokenizer(workdir: Path) -> None:
+def test_tokenizer_command_saves_a_loadable_tokenizer(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tokenizer cache of its own: from another test's cache it would not say "trained on".
+    monkeypatch.setenv("LAUNCHER_CACHE", str(workdir / "cache"))
     out = launcher("tokenizer", "mlm-scratch", "--smoke", "-o", str(workdir / "tok"), cwd=workdir)
-    # One line: kind, size, what it was trained on, where it is.
+    # One line: kind, size, what it was trained on, where it is; then the vocabulary size.
+    summary, size = out.stdout.strip().splitlines()
     assert re.fullmatch(
         r"tokenizer: wordpiece, \d+ tokens, trained on [\d.]+ (B|KiB|MiB) \(\d+ texts\) in "
         rf"[\d.]+ m?s -> {re.escape(str(workdir / 'tok'))}",
-        out.stdout.strip(),
+        summary,
     ), out.stdout
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(workdir / "tok")
     ids = tokenizer("the same day")["input_ids"]
     assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
-    assert len(tokenizer) <= 512
+    assert len(tokenizer) <= 512 and size == f"vocabulary size: {len(tokenizer)}"
     assert not any(workdir.glob("runs")), "the tokenizer command left a run directory behind"
 
 

@@ -373,9 +373,8 @@ def test_trained_tokenizer_survives_save_and_load(
     assert loaded.model_max_length == 64
 
 
-@pytest.fixture(scope="module")
-def local_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved byte-level BPE tokenizer with an eos token and no pad token, as many LMs ship."""
+def save_byte_level_bpe(folder: Path) -> Path:
+    """A byte-level BPE tokenizer with an eos token and no pad token, as many LMs ship, saved."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
@@ -386,9 +385,14 @@ def local_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
         show_progress=False,
     )
     backend.train_from_iterator(CORPUS, trainer=trainer)
-    folder = tmp_path_factory.mktemp("local tokenizer")  # a space in the path, on purpose
     PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>").save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def local_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # A space in the path, on purpose.
+    return save_byte_level_bpe(tmp_path_factory.mktemp("local tokenizer"))
 
 
 def test_pretrained_pad_from_eos_and_extra_special_token(local_tokenizer: Path) -> None:
@@ -480,10 +484,17 @@ def test_retrain_keeps_the_base_pipeline(local_tokenizer: Path) -> None:
 
 @pytest.mark.parametrize("algorithm", ["wordpiece", "retrain"])
 def test_stage_ends_with_a_summary_of_what_it_trained_on_and_where(
-    algorithm: str, local_tokenizer: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    algorithm: str,
+    local_tokenizer: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from launcher.ranks.tokenizer_stage import build_tokenizer, save_tokenizer
     from launcher.recipe.schema import Recipe
+
+    # A cache of its own: another test training the same tokenizer first would make this a hit.
+    monkeypatch.setenv("LAUNCHER_CACHE", str(tmp_path / "cache"))
     from launcher.units import format_bytes
 
     train = {"algorithm": algorithm, "vocab_size": 300, "special_tokens": ["[UNK]", "[PAD]"]}

@@ -18,6 +18,7 @@ from test_tokenizer import (
     assert_same_setup,
     assert_same_up_to_ties,
     make_corpus,
+    save_byte_level_bpe,
 )
 from tokenizers import (
     Tokenizer,
@@ -210,18 +211,7 @@ def test_char_bpe_preset_is_the_librarys_char_bpe_tokenizer() -> None:
 
 def test_retrain_uses_the_librarys_min_frequency_unless_set(tmp_path: Path) -> None:
     """``train_new_from_iterator`` alone (min_frequency 0) is what an unset one gives."""
-    backend = Tokenizer(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    backend.train_from_iterator(CORPUS, trainer=trainer)
-    base = tmp_path / "base"
-    PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="</s>").save_pretrained(base)
+    base = save_byte_level_bpe(tmp_path / "base")
     text = make_corpus(lines=60, seed=5)  # little text: many pairs are seen once
 
     def retrained(min_frequency: int | None) -> PreTrainedTokenizerFast:
