@@ -119,9 +119,11 @@ def test_newest_checkpoint_exports_the_trained_weights(
     assert sorted(p.name for p in exported.iterdir()) == [
         "config.json",
         "generation_config.json",
+        "merges.txt",  # the byte-level BPE model's own files, beside tokenizer.json
         "model.safetensors",
         "tokenizer.json",
         "tokenizer_config.json",
+        "vocab.json",
     ]
     model = AutoModelForCausalLM.from_pretrained(exported)
     weights_file = exported / "model.safetensors"
