@@ -402,7 +402,7 @@ def adapter_rows(recipe: Recipe, count: AdapterCount, gpus: int) -> list[tuple[s
         if isinstance(lora.target_modules, str)
         else ", ".join(lora.target_modules)
     )
-    head = f" + head {count.head:,}" if count.head else ""
+    parts = f" (adapters {count.adapters:,} + head {count.head:,})" if count.head else ""
     frozen = {"4bit": " (linear layers in 4-bit NF4)", "8bit": " (linear layers in 8-bit)"}
     dist = recipe.distributed
     stage = dist.zero_stage if dist.strategy == "deepspeed" else 0
@@ -415,7 +415,7 @@ def adapter_rows(recipe: Recipe, count: AdapterCount, gpus: int) -> list[tuple[s
         (
             "adapters",
             f"LoRA r={lora.r} alpha={lora.alpha:g} on {targets}: trainable "
-            f"{count.trainable:,}{head} ({100 * count.trainable / count.total:.2f}%), frozen "
+            f"{count.trainable:,}{parts} ({100 * count.trainable / count.total:.2f}%), frozen "
             f"{count.frozen:,}{frozen.get(model.quantization, '')}",
         ),
         (
