@@ -52,9 +52,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # each other down.) xdist's own `xdist_group` marker cannot do this here: under pytest 9 it no
 # longer renames the tests it groups, so the group is named from the test's path.
 SLURM_JOB_FILES = re.compile(r"tests/backends/test_(slurm|slurm_zero|devcluster)\.py$")
-# e2e tests that use none of the shared runs and train one rank (or two, briefly): they run beside
-# the heavy tiers, on the worker that is otherwise done early.
-ONE_RANK_E2E = ("tests/e2e/test_experiment_trackers.py", "tests/e2e/test_lora.py")
+# e2e tests that train one rank and use none of the shared runs: they run beside the heavy tiers.
+# (tests/e2e/test_lora.py did too, once: the suite took longer, and a SLURM requeue test timed out
+# waiting for its ranks on the crowded cores.)
+ONE_RANK_E2E = ("tests/e2e/test_experiment_trackers.py",)
 
 
 def worker_group(nodeid: str) -> str:

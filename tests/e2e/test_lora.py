@@ -6,7 +6,6 @@ slowly), real ranks and DeepSpeed engines, on the SFT smoke recipe.
 - LoRA under DeepSpeed ZeRO-3 on two ranks: the adapter is exported from the fp32 master
   weights in the shards.
 
-Neither uses the shared runs: they run beside the SLURM and e2e tiers (tests/conftest.py).
 
 Training runs as users run it (``launcher run``, a process); export and predict run in process
 (``launcher.cli.main``), where torch is imported already.
