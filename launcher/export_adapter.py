@@ -84,9 +84,9 @@ def export_adapter(
             written = write_merged(checkpoint, truth, task, staging)
         else:
             written = write_adapter(checkpoint, truth, staging)
-        for path in layout.tokenizer_dir.iterdir():
-            if path.is_file() and not (staging / path.name).exists():
-                shutil.copy2(path, staging / path.name)
+        from launcher.export import copy_tokenizer
+
+        copy_tokenizer(layout.tokenizer_dir, staging)
         if output.exists():
             output.rmdir()  # empty, checked by the caller
         staging.rename(output)

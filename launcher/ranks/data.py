@@ -16,6 +16,7 @@ from typing import Any
 
 from launcher.errors import LauncherError, first_line
 from launcher.ranks.data_options import fill_template, headerless_options, take_samples
+from launcher.ranks.label_ids import LabelIds
 from launcher.ranks.text_blocks import group_texts
 from launcher.ranks.token_tags import (
     conll_column_names,
@@ -162,24 +163,9 @@ def encode_labels(split: Any, data: DataSection, name: str) -> Any:
             f"data.label_column: {data.label_column!r} is not a column of the {name} split "
             f"(columns: {', '.join(split.column_names)})"
         )
-    labels = data.labels or []
-    index = {label: i for i, label in enumerate(labels)}
-    lowered = {label.lower(): i for i, label in enumerate(labels)}
-
-    def to_id(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise DataError(f"data.label_column: label {value!r} is neither a name nor an id")
-        if isinstance(value, int):
-            if not 0 <= value < len(labels):
-                raise DataError(f"data.labels: label id {value} outside 0..{len(labels) - 1}")
-            return value
-        found = index.get(value, lowered.get(value.lower()))
-        if found is None:
-            raise DataError(f"data.labels: label {value!r} in the data is not one of {labels}")
-        return found
-
+    ids = LabelIds(data.labels or [], "label", "data.label_column", DataError)
     return split.map(
-        lambda batch: {"labels": [to_id(v) for v in batch[data.label_column]]}, batched=True
+        lambda batch: {"labels": [ids.id_of(v) for v in batch[data.label_column]]}, batched=True
     )
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError
+from launcher.ranks.label_ids import LabelIds
 from launcher.recipe.schema import DataSection
 
 IGNORED = -100  # the label id the loss and the metrics skip
@@ -92,26 +93,6 @@ def inside_ids(names: list[str]) -> list[int]:
     ]
 
 
-def tag_ids(tags: list[Any], names: list[str], lowered: dict[str, int]) -> list[int]:
-    """One sentence's tags as ids; names are matched exactly, then ignoring case."""
-    ids = []
-    for tag in tags:
-        if isinstance(tag, bool) or not isinstance(tag, (int, str)):
-            raise TagError(f"data.tags_column: tag {tag!r} is neither a name nor an id")
-        if isinstance(tag, int):
-            if not 0 <= tag < len(names):
-                raise TagError(f"data.labels: tag id {tag} outside 0..{len(names) - 1}")
-            ids.append(tag)
-            continue
-        found = lowered.get(tag.lower())
-        if tag in names:
-            found = names.index(tag)
-        if found is None:
-            raise TagError(f"data.labels: tag {tag!r} in the data is not one of {names}")
-        ids.append(found)
-    return ids
-
-
 def align(word_ids: list[int | None], word_tags: list[int], inside: list[int] | None) -> list[int]:
     """Labels per sub-token: the word's tag on its first sub-token, then -100 (``inside`` is
     None) or the word's inside tag; special tokens get -100."""
@@ -137,7 +118,7 @@ def tokenize_tagged(
             "tokenizer: token classification needs a fast tokenizer (its word ids align tags "
             "with sub-tokens)"
         )
-    lowered = {tag.lower(): i for i, tag in enumerate(names)}
+    ids = LabelIds(names, "tag", "data.tags_column", TagError)
     inside = inside_ids(names) if data.label_all_tokens else None
 
     def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
@@ -154,7 +135,7 @@ def tokenize_tagged(
             max_length=data.max_length,
         )
         encoded["labels"] = [
-            align(encoded.word_ids(i), tag_ids(tags, names, lowered), inside)
+            align(encoded.word_ids(i), [ids.id_of(tag) for tag in tags], inside)
             for i, tags in enumerate(batch[data.tags_column])
         ]
         return encoded
