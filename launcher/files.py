@@ -9,6 +9,8 @@ checkpoint manifest).
 from __future__ import annotations
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -26,3 +28,14 @@ def write_text_atomic(
     if mode is not None:
         partial.chmod(mode)
     partial.replace(path)
+
+
+def write_folder_atomic(folder: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a whole folder (a model, a tokenizer) into ``NAME.partial``, then rename it to
+    ``folder``, replacing what was there: a half-written folder is never loaded."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)

@@ -9,10 +9,8 @@ config (``--smoke``, pre-training recipes) is built once by global rank 0, seede
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from launcher.recipe.schema import Recipe
@@ -65,14 +63,6 @@ def quantized_loading(recipe: Recipe) -> dict[str, Any]:
 
     device: Any = runtime.local_device_index() if runtime.cuda_available() else "cpu"
     return {"quantization_config": quantization_config(recipe), "device_map": {"": device}}
-
-
-def save_folder_atomically(model: Any, folder: Path) -> None:
-    """``save_pretrained`` through a temporary folder: a half-written base is never loaded."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    partial.rename(folder)
 
 
 def add_adapters(recipe: Recipe, model: Any) -> Any:

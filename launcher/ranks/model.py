@@ -41,11 +41,11 @@ def save_base_model(recipe: Recipe, tokenizer: Any, folder: Path) -> None:
     """LoRA on a model built from config: build it (seeded) and save it as the frozen base that
     every rank then loads (quantized, if asked), and that the adapters name. Global rank 0 calls
     it alone (``launcher.ranks.adapters.zero3_partitioning_off``)."""
-    from launcher.ranks.adapters import save_folder_atomically
+    from launcher.files import write_folder_atomic
 
     token_ids = special_token_ids(tokenizer)
     model = model_from_config(recipe, tokenizer, token_ids, task_arguments(recipe))
-    save_folder_atomically(model, folder)
+    write_folder_atomic(folder, model.save_pretrained)
 
 
 def build_model(recipe: Recipe, tokenizer: Any, base_folder: Path | None = None) -> Any:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from launcher.files import write_folder_atomic
 from launcher.ranks import tokenizer_cache
 from launcher.ranks.data import load_raw_splits, load_recipe_splits, local_files, training_texts
 from launcher.ranks.tokenizer import TextStats, prepare_tokenizer
@@ -129,12 +130,7 @@ def summary(tokenizer: Any, folder: Path) -> str:
 
 def save_tokenizer(tokenizer: Any, folder: Path) -> None:
     """Save through a temporary folder and a rename: a half-written tokenizer is never loaded."""
-    partial = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    save_with_model_files(tokenizer, partial)
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    write_folder_atomic(folder, lambda partial: save_with_model_files(tokenizer, partial))
     print(summary(tokenizer, folder), flush=True)
 
 
