@@ -1,6 +1,14 @@
 """The model architectures the launcher knows: transformers' defaults for each, the model class
 of each task, and the tiny sizes ``--smoke`` builds.
 
+Two tiers. Mistral, Llama, DistilBERT and BERT are described here by hand (defaults, fields, the
+model class of every task, tiny sizes). Every other decoder ``model_type`` transformers knows
+(``qwen2``, ``gemma``, ``phi3``, ``gpt2``, ``falcon``...) comes from ``launcher.transformers_types``,
+a file generated from the installed transformers and checked against it by a test: the declared
+defaults of its config class, its fields and aliases. The plan cannot import transformers (login
+nodes), and a recipe names only the fields it changes, so these defaults are what lets it count
+the model the ranks will build with ``AutoConfig.for_model(model_type, **model.config)``.
+
 Standard library only: the planner (on login nodes), the ranks and the export all read it.
 """
 
@@ -8,8 +16,18 @@ from __future__ import annotations
 
 from typing import Any
 
-DECODERS = ("mistral", "llama")
+from launcher.transformers_types import DECODER_CONFIGS, TRANSFORMERS_VERSION
+
+# Mistral and Llama first: the hand-described ones, named first in messages.
+DECODERS = ("mistral", "llama", *sorted(set(DECODER_CONFIGS) - {"mistral", "llama"}))
 ENCODERS = ("distilbert", "bert")
+# What `model.architecture` accepts: every decoder transformers knows, and the two encoders.
+ARCHITECTURES = (*DECODERS, *ENCODERS)
+# The decoders in a message: a few, and where the list is.
+DECODERS_BRIEFLY = (
+    "a decoder (mistral, llama, qwen2, gemma, phi3, gpt2, falcon...: every causal-LM model_type "
+    "of launcher/transformers_types.py)"
+)
 
 ARCHITECTURE_DEFAULTS: dict[str, dict[str, Any]] = {
     # transformers.MistralConfig; head_dim None means hidden_size // num_attention_heads.
@@ -82,7 +100,7 @@ _DECODER_FIELDS = {
     "tie_word_embeddings", "use_cache", "vocab_size",
     "rope_theta", "rope_scaling",  # older names transformers still turns into rope_parameters
 }  # fmt: skip
-CONFIG_FIELDS: dict[str, frozenset[str]] = {
+HAND_CONFIG_FIELDS: dict[str, frozenset[str]] = {
     "mistral": frozenset(_DECODER_FIELDS | {"sliding_window"}),
     "llama": frozenset(_DECODER_FIELDS | {"attention_bias", "mlp_bias", "pretraining_tp"}),
     "distilbert": frozenset(
@@ -104,9 +122,21 @@ CONFIG_FIELDS: dict[str, frozenset[str]] = {
         }
     ),
 }  # fmt: skip
+# The older names of rope_parameters that transformers still reads.
+OLD_ROPE_NAMES = frozenset({"rope_theta", "rope_scaling"})
+CONFIG_FIELDS: dict[str, frozenset[str]] = {
+    **{
+        name: config.fields | OLD_ROPE_NAMES
+        if "rope_parameters" in config.fields
+        else config.fields
+        for name, config in DECODER_CONFIGS.items()
+    },
+    **HAND_CONFIG_FIELDS,
+}
 # The generic names transformers also answers to (a config class's ``attribute_map``): a recipe
 # may write either; the plan counts with the class's own name.
 CONFIG_ALIASES: dict[str, dict[str, str]] = {
+    **{name: config.aliases for name, config in DECODER_CONFIGS.items() if config.aliases},
     "distilbert": {"hidden_size": "dim", "num_attention_heads": "n_heads", "num_hidden_layers": "n_layers"},
 }  # fmt: skip
 # Architectures whose positions are learned embeddings: a longer sequence has no position to use.
@@ -156,13 +186,32 @@ TASK_MODELS: dict[str, dict[str, str]] = {
 def full_config(architecture: str, config: dict[str, Any]) -> dict[str, Any]:
     """Return transformers' defaults for `architecture` updated with `config`.
 
-    A recipe may name only the fields it changes; counting needs all of them.
+    A recipe may name only the fields it changes; counting needs all of them. For a generated
+    decoder, the defaults are its config class's declared ones: a field the class derives (a
+    ``head_dim`` or ``num_key_value_heads`` left unset) stays None, as transformers declares it.
     """
-    if architecture not in ARCHITECTURE_DEFAULTS:
+    if architecture in ARCHITECTURE_DEFAULTS:
+        defaults = ARCHITECTURE_DEFAULTS[architecture]
+    elif architecture in DECODER_CONFIGS:
+        defaults = DECODER_CONFIGS[architecture].defaults
+    else:
         raise ValueError(
-            f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURE_DEFAULTS)}"
+            f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURE_DEFAULTS)} "
+            f"and the decoders of transformers {TRANSFORMERS_VERSION}"
         )
-    return {**ARCHITECTURE_DEFAULTS[architecture], **own_names(architecture, config)}
+    return {**defaults, **own_names(architecture, config)}
+
+
+def composite_reason(architecture: str) -> str | None:
+    """Why the launcher cannot size ``architecture`` from flat config fields: its config nests
+    others (a multimodal model's ``text_config`` and ``vision_config``); None when it can."""
+    config = DECODER_CONFIGS.get(architecture)
+    if config is None or not config.composite:
+        return None
+    return (
+        f"the {architecture} config nests other configs (text_config, vision_config...): a "
+        "multimodal or composite model"
+    )
 
 
 # ``--smoke`` models: the same architecture at a size a laptop CPU trains in seconds.
@@ -184,3 +233,55 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
         "num_attention_heads": 4,
     },
 }
+# The size fields of the generated decoders, under each name their config classes use, and the
+# tiny value of each. Hidden 64 with 4 heads of 16 and 2 key/value heads keeps every ratio
+# whole. A field whose declared default is None is derived by the class from the others (GPT-2's
+# n_inner: 4 x n_embd; Falcon's num_kv_heads: the heads; Llama-like head_dim: hidden / heads)
+# and is left unset, so that it follows the tiny sizes; a set one (Qwen3's head_dim 128,
+# Qwen2's 32 key/value heads) is shrunk. Positions and the vocabulary stay: rotary positions
+# have no weights, learned ones are few at width 64, and the vocabulary is the tokenizer's.
+TINY_SIZES: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("hidden_size", "n_embd", "d_model", "dim", "n_embed"), 64),
+    (("num_hidden_layers", "n_layer", "n_layers", "num_layers", "decoder_layers"), 2),
+    (("num_attention_heads", "n_head", "n_heads", "num_heads", "decoder_attention_heads"), 4),
+    (("num_key_value_heads", "num_kv_heads", "n_kv_heads", "multi_query_group_num"), 2),
+    (("head_dim", "kv_channels"), 16),
+    (("intermediate_size", "n_inner", "ffn_dim", "ffn_hidden_size", "decoder_ffn_dim"), 128),
+    (("moe_intermediate_size", "shared_expert_intermediate_size"), 64),
+)
+# Fields that only ever shrink (an unset head_dim is set too: at width 64 and 4 heads, 16 is
+# what the class would derive, and some classes read it unset).
+TINY_UNSET = ("head_dim",)
+TINY_AT_MOST: tuple[tuple[tuple[str, ...], int], ...] = (
+    (("num_local_experts", "num_experts", "n_routed_experts"), 4),
+    (("num_experts_per_tok", "moe_topk"), 2),
+    (("n_group", "topk_group"), 1),  # expert groups (DeepSeek): 4 experts in one group
+    (("rotary_dim",), 16),  # GPT-J, CodeGen: rotary part of each 16-wide head
+    (("num_kv_shared_layers",), 0),  # Gemma 3n: layers reusing the cache of earlier ones
+    (("hidden_size_per_layer_input",), 16),
+)
+
+
+def tiny_config(architecture: str) -> dict[str, Any]:
+    """The config fields ``--smoke`` sets to build a tiny ``architecture`` (its size fields, by
+    the names its config class uses); ValueError when its sizes are not flat fields."""
+    if architecture in TINY_CONFIGS:
+        return dict(TINY_CONFIGS[architecture])
+    reason = composite_reason(architecture)
+    if reason:
+        raise ValueError(reason)
+    defaults = DECODER_CONFIGS[architecture].defaults
+    tiny = {}
+    for names, value in TINY_SIZES:
+        for name in names:
+            if _whole(defaults.get(name)) or (name in TINY_UNSET and name in defaults):
+                tiny[name] = value
+    for names, value in TINY_AT_MOST:
+        for name in names:
+            if _whole(defaults.get(name)) and defaults[name] > value:
+                tiny[name] = value
+    return tiny
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from launcher.architectures import full_config
+from launcher.architectures import ENCODERS, full_config
+from launcher.plan.parameters import task_layout
 
 # NF4 blocks of 64 weights share one absmax; double quantization stores it in 8 bits with one
 # fp32 constant per block of 256 absmax values (QLoRA, section 2): 0.5 + 1/64 + 4/(64*256) bytes.
@@ -35,6 +36,7 @@ class Linear(NamedTuple):
     n_out: int
     count: int
     bias: bool = True
+    quantized: bool = True  # bitsandbytes replaces it in QLoRA (launcher.plan.decoders.Part)
 
 
 class AdapterCount(NamedTuple):
@@ -65,28 +67,15 @@ class AdapterMemory(NamedTuple):
 
 def linear_layers(architecture: str, cfg: dict[str, Any], task: str) -> tuple[list[Linear], int]:
     """The linear layers but the output head, and the head's parameters when it trains in full."""
-    if architecture in ("mistral", "llama"):
-        hidden, inter, layers = (
-            cfg["hidden_size"],
-            cfg["intermediate_size"],
-            cfg["num_hidden_layers"],
-        )
-        heads = cfg["num_attention_heads"]
-        kv_heads = cfg["num_key_value_heads"] or heads
-        head_dim = cfg["head_dim"] or hidden // heads
-        attn, mlp = bool(cfg.get("attention_bias")), bool(cfg.get("mlp_bias"))
+    if architecture not in ENCODERS:  # a decoder: its layout (launcher.plan.decoders)
+        *body, head = task_layout(architecture, cfg, task, cfg.get("num_labels", 2)).parts
         linears = [
-            Linear("q_proj", hidden, heads * head_dim, layers, attn),
-            Linear("k_proj", hidden, kv_heads * head_dim, layers, attn),
-            Linear("v_proj", hidden, kv_heads * head_dim, layers, attn),
-            Linear("o_proj", heads * head_dim, hidden, layers, attn),
-            Linear("gate_proj", hidden, inter, layers, mlp),
-            Linear("up_proj", hidden, inter, layers, mlp),
-            Linear("down_proj", inter, hidden, layers, mlp),
+            Linear(part.name, part.n_in, part.n_out, part.count, part.bias, part.quantized)
+            for part in body
+            if part.kind == "linear"
         ]
-        labels = cfg.get("num_labels", 2)
-        head = {"classification": hidden * labels, "token_classification": hidden * labels + labels}
-        return linears, head.get(task, 0)
+        trained = head.n_in * head.n_out + (head.n_out if head.bias else 0)
+        return linears, 0 if task == "sft" else trained
     if architecture == "bert":
         hidden, inter, layers = (
             cfg["hidden_size"],
@@ -148,7 +137,9 @@ def count_adapters(
     return AdapterCount(
         adapters=sum(rank * (linear.n_in + linear.n_out) * linear.count for linear in chosen),
         head=head,
-        linear_weights=sum(linear.n_in * linear.n_out * linear.count for linear in linears),
+        linear_weights=sum(
+            linear.n_in * linear.n_out * linear.count for linear in linears if linear.quantized
+        ),
         total=total,
     )
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from launcher.architectures import LEARNED_POSITIONS, full_config
+from launcher.architectures import ARCHITECTURES, LEARNED_POSITIONS, full_config
 from launcher.contract import RunContract, RunLayout, rank_launch_command
 from launcher.errors import RecipeError, RecipeProblem
 from launcher.plan.accelerate import accelerate_config
@@ -27,11 +27,13 @@ from launcher.plan.batch import BatchNumbers, batch_numbers
 from launcher.plan.data_rows import data_rows
 from launcher.plan.deepspeed import deepspeed_config
 from launcher.plan.memory import MemoryEstimate, estimate_memory
+from launcher.plan.model_config import ModelConfig, read_model_config
 from launcher.plan.parameters import ParameterCount, count_parameters
 from launcher.plan.smoke import apply_smoke
 from launcher.plan.trainer import trainer_arguments_json
 from launcher.recipe.changes import BaseChanges
-from launcher.recipe.schema import Recipe, file_paths
+from launcher.recipe.chat_template import names_a_file
+from launcher.recipe.schema import Recipe
 from launcher.units import format_bytes
 
 OPTIMIZER_NAMES = {
@@ -65,6 +67,7 @@ class Plan:
     # What the recipe file changes from its `base:` (None without one); overrides not included.
     base_changes: BaseChanges | None = None
     adapters: AdapterCount | None = None  # model.lora: what trains and what stays frozen
+    size_unknown: str = ""  # why the parameter count is unknown, when it is
 
     @property
     def contract(self) -> RunContract:
@@ -117,7 +120,10 @@ class Plan:
         rows = [
             ("recipe", f"{self.source}{overrides}"),
             *([("", self.base_changes.describe())] if self.base_changes else []),
-            ("task", f"{recipe.task}: {describe_model(recipe, self.parameters)}"),
+            (
+                "task",
+                f"{recipe.task}: {describe_model(recipe, self.parameters, self.size_unknown)}",
+            ),
             ("run dir", str(self.layout.root)),
             (
                 "world size",
@@ -170,7 +176,8 @@ def build_plan(
     if smoke:
         recipe, notes = apply_smoke(recipe, layout, exists, tuple(overrides))
     recipe = with_absolute_files(recipe)
-    known = known_model_config(recipe, exists)
+    read = known_model_config(recipe, exists)
+    known = read.config
     check_positions(recipe, source, known)
     batch = batch_numbers(recipe)
     model_config = resolved_model_config(recipe, known)
@@ -180,10 +187,9 @@ def build_plan(
         if recipe.distributed.strategy == "deepspeed"
         else None
     )
-    parameters = memory = None
-    if model_config is not None and recipe.model.architecture:
-        labels = len(recipe.data.labels or []) or 2
-        parameters = count_parameters(recipe.model.architecture, model_config, recipe.task, labels)
+    parameters, size_unknown = count_model(recipe, known, model_config, read.source)
+    memory = None
+    if parameters is not None:
         memory = estimate_memory(
             parameters,
             zero_stage=recipe.distributed.zero_stage,
@@ -197,10 +203,10 @@ def build_plan(
         )
     adapters = None
     lora = recipe.model.lora
-    if parameters is not None and lora is not None and recipe.model.architecture:
+    if parameters is not None and lora is not None:
         labels = len(recipe.data.labels or []) or 2
         adapters = count_adapters(
-            recipe.model.architecture, model_config or {}, recipe.task, labels, lora.r,
+            str(model_family(recipe, known)), model_config or {}, recipe.task, labels, lora.r,
             lora.target_modules, parameters.total,
         )  # fmt: skip
     command = tuple(rank_launch_command(python, layout.accelerate_file, str(layout.root)))
@@ -222,6 +228,7 @@ def build_plan(
         parameters=parameters,
         memory=memory,
         base_changes=base_changes,
+        size_unknown=size_unknown,
     )
 
 
@@ -233,7 +240,7 @@ def check_positions(recipe: Recipe, source: str, known: dict[str, Any] | None) -
     family = recipe.model.architecture or config.get("model_type")
     if recipe.model.architecture:
         config = full_config(recipe.model.architecture, config)
-    positions = config.get("max_position_embeddings")
+    positions = config.get("max_position_embeddings", config.get("n_positions"))  # GPT-2's name
     if family not in LEARNED_POSITIONS or not isinstance(positions, int):
         return
     usable = positions - 2 if family in ("roberta", "xlm-roberta") else positions  # padding offset
@@ -251,55 +258,99 @@ def check_positions(recipe: Recipe, source: str, known: dict[str, Any] | None) -
 
 
 def with_absolute_files(recipe: Recipe) -> Recipe:
-    """Local data files relative to the working directory become absolute: ranks run elsewhere."""
-    if not recipe.data.files:
+    """Local data files (and a chat template's file) relative to the working directory become
+    absolute: ranks run elsewhere."""
+    template = recipe.tokenizer.chat_template
+    template_file = template is not None and names_a_file(template)
+    if not recipe.data.files and not recipe.data.sources and not template_file:
         return recipe
     recipe = recipe.model_copy(deep=True)
-    recipe.data.files = {
-        split: [str(Path(f).expanduser().absolute()) for f in file_paths({split: value})]
-        if isinstance(value, list)
-        else str(Path(value).expanduser().absolute())
-        for split, value in recipe.data.files.items()
-    }
+    if template_file:
+        recipe.tokenizer.chat_template = absolute_paths((template or "").strip())
+    for source in recipe.data.sources or []:
+        if source.files is not None:
+            source.files = absolute_paths(source.files)
+    if recipe.data.files:
+        recipe.data.files = {
+            split: absolute_paths(value) for split, value in recipe.data.files.items()
+        }
     return recipe
 
 
-def known_model_config(recipe: Recipe, exists: Callable[[Path], bool]) -> dict[str, Any] | None:
-    """The recipe's ``model.config`` over a local pretrained folder's ``config.json``; None when
-    the model is a hub id (its config is not fetched)."""
+def absolute_paths(value: str | list[str]) -> str | list[str]:
+    """A path, or a list of them, absolute (``~`` expanded), in the shape given."""
+    if isinstance(value, list):
+        return [str(Path(path).expanduser().absolute()) for path in value]
+    return str(Path(value).expanduser().absolute())
+
+
+def known_model_config(recipe: Recipe, exists: Callable[[Path], bool]) -> ModelConfig:
+    """The recipe's ``model.config`` over a pretrained model's ``config.json`` (its local folder's
+    or the hub cache's, ``launcher.plan.model_config``); no config, and why, when none is here."""
     model = recipe.model
-    config: dict[str, Any] = dict(model.config)
-    if model.pretrained:
-        config_file = Path(model.pretrained).expanduser() / "config.json"
-        if not exists(config_file):
-            return None
-        config = {**json.loads(config_file.read_text()), **config}
-    return config
+    if not model.pretrained:
+        return ModelConfig(dict(model.config), "model.config")
+    read = read_model_config(model.pretrained, exists)
+    if read.config is None:
+        return read
+    return ModelConfig({**read.config, **model.config}, read.source)
+
+
+def model_family(recipe: Recipe, known: dict[str, Any] | None) -> str | None:
+    """The ``model_type`` the ranks build: a pretrained model's own (its config.json), else
+    ``model.architecture``."""
+    if recipe.model.pretrained and known and isinstance(known.get("model_type"), str):
+        return known["model_type"]
+    return recipe.model.architecture
 
 
 def resolved_model_config(recipe: Recipe, known: dict[str, Any] | None) -> dict[str, Any] | None:
     """The model's config fields as far as they can be known offline (every field, for counting
     parameters), or None."""
     model = recipe.model
-    if known is None or not model.architecture:
+    family = model_family(recipe, known)
+    if known is None or not family:
         return None
     config = dict(known)
     if recipe.tokenizer.train and "vocab_size" not in model.config:
         # Models built from config take their vocabulary size from the tokenizer.
         config["vocab_size"] = recipe.tokenizer.train.vocab_size
-    return full_config(model.architecture, config)
+    return full_config(family, config) if family in ARCHITECTURES else config
+
+
+def count_model(
+    recipe: Recipe, known: dict[str, Any] | None, config: dict[str, Any] | None, source: str
+) -> tuple[ParameterCount | None, str]:
+    """The model's parameters, or None and why they are unknown. ``source``: where the config
+    was read, or why it could not be."""
+    family = model_family(recipe, known)
+    if config is None or not family:
+        return None, source if config is None else f"{source} names no model_type"
+    if family not in ARCHITECTURES:
+        return None, f"{family} ({source}) is not a model the launcher counts"
+    labels = len(recipe.data.labels or []) or 2
+    try:
+        return count_parameters(family, config, recipe.task, labels), ""
+    except ValueError as error:  # UnknownCount too: no formula for the family, a nested config
+        return None, str(error)
 
 
 def hidden_size(config: dict[str, Any]) -> int | None:
-    value = config.get("hidden_size", config.get("dim"))
-    return int(value) if value else None
+    value = config.get("hidden_size") or config.get("dim") or config.get("n_embd")
+    return int(value) if isinstance(value, int) and value else None
 
 
-def describe_model(recipe: Recipe, parameters: ParameterCount | None) -> str:
+def describe_model(recipe: Recipe, parameters: ParameterCount | None, unknown: str = "") -> str:
     model = recipe.model
     what = model.pretrained or f"{model.architecture} built from config"
     if parameters is None:
-        return f"{what} (parameter count unknown offline)"
+        return f"{what} (parameters unknown: {unknown or 'no config'})"
+    if not model.pretrained and not recipe.tokenizer.train and "vocab_size" not in model.config:
+        # The ranks size the embeddings to the tokenizer, which the plan does not load.
+        return (
+            f"{what}, {parameters.total:,} parameters (with the config's default vocab_size; "
+            "the run's is the tokenizer's length)"
+        )
     return f"{what}, {parameters.total:,} parameters"
 
 
@@ -444,7 +495,7 @@ def memory_rows(memory: MemoryEstimate | None, offload: bool) -> list[tuple[str,
 
 def describe_memory(memory: MemoryEstimate | None) -> str:
     if memory is None:
-        return "unknown (needs the model's config; a hub model's is not fetched)"
+        return "unknown (needs the parameter count; the task row says why it is unknown)"
     return (
         f"{format_bytes(memory.total)} = parameters {format_bytes(memory.parameters)} + "
         f"gradients {format_bytes(memory.gradients)} + optimizer states "

@@ -2,14 +2,24 @@
 
 Standard library only: ``launcher plan`` runs on login nodes where importing torch is slow, so the
 count is derived from the config, module by module as DeepSpeed groups parameters (tests build each
-model and compare).
+model and compare). Decoders are counted from their layer layout (``launcher.plan.decoders``);
+a model that cannot be counted raises ``UnknownCount`` with the reason, which the plan shows.
 """
 
 from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from launcher.architectures import TASK_MODELS, full_config
+from launcher.architectures import ARCHITECTURES, TASK_MODELS, composite_reason, full_config
+from launcher.plan.decoders import Layout, Part, UnknownLayout, decoder_layout
+
+# Tasks whose head replaces a decoder's lm_head: (module name, bias) of transformers' generic
+# sequence and token classification models (a token classifier's head has a bias).
+DECODER_HEADS = {"classification": ("score", False), "token_classification": ("score", True)}
+
+
+class UnknownCount(UnknownLayout):
+    """The model's parameters cannot be counted offline; the message says why."""
 
 
 class Module(NamedTuple):
@@ -56,23 +66,25 @@ class ParameterCount(NamedTuple):
 def count_parameters(
     architecture: str, config: dict[str, Any], task: str, num_labels: int = 2
 ) -> ParameterCount:
-    """Count the parameters of the transformers model `task` builds for `architecture`."""
-    models = TASK_MODELS.get(architecture)
-    if models is None:
+    """Count the parameters of the transformers model `task` builds for `architecture`.
+
+    ValueError for an architecture or task the launcher does not know; ``UnknownCount`` for a
+    known decoder it cannot count (no formula for its family, a composite config)."""
+    if architecture not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(TASK_MODELS)}")
-    if task not in models:
+    models = TASK_MODELS.get(architecture)
+    if models is not None and task not in models:
         raise ValueError(
             f"task {task!r} has no {architecture} model; {architecture} supports: "
             f"{', '.join(models)}"
         )
     cfg = full_config(architecture, config)
-    builder = {
-        "mistral": _decoder,
-        "llama": _decoder,
-        "distilbert": _distilbert,
-        "bert": _bert,
-    }
-    modules = builder[architecture](cfg, task, num_labels)
+    if architecture == "distilbert":
+        modules = _distilbert(cfg, task, num_labels)
+    elif architecture == "bert":
+        modules = _bert(cfg, task, num_labels)
+    else:
+        modules = [_module(part) for part in task_layout(architecture, cfg, task, num_labels).parts]
     tensors = tuple(_tensor_groups(modules))
     return ParameterCount(
         total=sum(group.numel * group.count for group in tensors),
@@ -95,32 +107,35 @@ def _linear(n_in: int, n_out: int, bias: bool = True, count: int = 1) -> Module:
     return Module(n_in * n_out, n_out if bias else 0, count)
 
 
-def _decoder(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:
-    """Modules of Mistral/Llama."""
-    hidden, vocab, inter = (
-        cfg["hidden_size"],
-        cfg["vocab_size"],
-        cfg["intermediate_size"],
+def task_layout(architecture: str, cfg: dict[str, Any], task: str, num_labels: int) -> Layout:
+    """The decoder's layers for ``task``: its language-model head, or a classifier in its place
+    (``cfg``: every field, ``full_config``)."""
+    reason = composite_reason(architecture)
+    if reason:
+        raise UnknownCount(reason)
+    if task not in ("sft", *DECODER_HEADS):
+        raise ValueError(f"task {task!r} has no {architecture} model (a decoder)")
+    try:
+        layout = decoder_layout(architecture, cfg)
+    except UnknownLayout as error:
+        raise UnknownCount(str(error)) from None
+    if task == "sft":
+        return layout
+    name, bias = DECODER_HEADS[task]
+    head = Part(name, "linear", layout.hidden, num_labels, bias=bias, quantized=False)
+    return Layout(layout.hidden, [*layout.parts[:-1], head])
+
+
+def _module(part: Part) -> Module:
+    """The DeepSpeed module of a decoder part. A tied lm_head still owns its weight, so DeepSpeed
+    counts it in the layer maximum."""
+    if part.kind == "embedding":
+        return Module(part.n_in * part.n_out, count=part.count, embedding=True)
+    if part.kind == "norm":
+        return Module(part.n_out, part.n_out if part.bias else 0, part.count, norm=True)
+    return Module(
+        part.n_in * part.n_out, part.n_out if part.bias else 0, part.count, tied_weight=part.tied
     )
-    layers, heads = cfg["num_hidden_layers"], cfg["num_attention_heads"]
-    kv_heads = cfg["num_key_value_heads"] or heads
-    head_dim = cfg["head_dim"] or hidden // heads
-    attn_bias, mlp_bias = bool(cfg.get("attention_bias")), bool(cfg.get("mlp_bias"))
-    modules = [
-        Module(vocab * hidden, embedding=True),  # embed_tokens
-        _linear(hidden, heads * head_dim, attn_bias, layers),  # q_proj
-        _linear(hidden, kv_heads * head_dim, attn_bias, 2 * layers),  # k_proj, v_proj
-        _linear(heads * head_dim, hidden, attn_bias, layers),  # o_proj
-        _linear(hidden, inter, mlp_bias, 2 * layers),  # gate_proj, up_proj
-        _linear(inter, hidden, mlp_bias, layers),  # down_proj
-        Module(hidden, count=2 * layers + 1, norm=True),  # RMSNorms: two per layer, final one
-    ]
-    if task == "classification":
-        return [*modules, _linear(hidden, num_labels, bias=False)]  # score
-    if task == "token_classification":
-        return [*modules, _linear(hidden, num_labels)]  # score, with a bias
-    # A tied lm_head still owns its weight, so DeepSpeed counts it in the layer maximum.
-    return [*modules, Module(vocab * hidden, tied_weight=bool(cfg["tie_word_embeddings"]))]
 
 
 def _bert(cfg: dict[str, Any], task: str, num_labels: int) -> list[Module]:

@@ -8,16 +8,18 @@ plan shows exactly what a smoke run does differently.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from launcher.architectures import DECODERS, TINY_CONFIGS
+from launcher.architectures import ARCHITECTURES, DECODERS, own_names, tiny_config
 from launcher.contract import RunLayout
 from launcher.errors import RecipeError, RecipeProblem
+from launcher.plan.model_config import read_model_config
+from launcher.recipe.chat_template import CHATML, CHATML_TOKENS
 from launcher.recipe.loader import differences, with_overrides
+from launcher.recipe.sample_formats import renders_chats
 from launcher.recipe.schema import Recipe, TrainedTokenizerSection, file_paths, split_name
 
 DECODER_SPECIALS = ["<unk>", "<s>", "</s>"]
@@ -79,24 +81,42 @@ def refuse_gpu_only(recipe: Recipe) -> None:
 
 
 def shrink_model(recipe: Recipe, exists: Callable[[Path], bool]) -> str:
+    """A tiny model of the recipe's architecture (``model.architecture``, else the pretrained
+    model's own ``model_type``, read from its config.json in its folder or the hub cache), its
+    size fields shrunk by the names its config class uses (``architectures.tiny_config``)."""
     model = recipe.model
-    architecture = model.architecture or local_model_type(model.pretrained, exists)
+    architecture, why = model.architecture, ""
+    if architecture is None and model.pretrained:
+        architecture, why = pretrained_model_type(model.pretrained, exists)
     if architecture is None:
         raise RecipeError(
             [
                 RecipeProblem(
                     "--smoke",
                     "model.architecture",
-                    f"needed to build a tiny model like {model.pretrained!r}; "
-                    "set it to mistral, llama, distilbert or bert",
+                    f"needed to build a tiny model like {model.pretrained!r} ({why}); set it to "
+                    "the model's model_type: mistral, llama, qwen2, gemma, phi3, gpt2, falcon... "
+                    "or distilbert, bert",
                 )
             ]
         )
-    tiny = {**TINY_CONFIGS[architecture], **recipe.smoke.tiny_config}
+    try:
+        tiny = {**tiny_config(architecture), **recipe.smoke.tiny_config}
+    except ValueError as error:  # sizes nested in text_config...: no flat fields to shrink
+        raise RecipeError(
+            [
+                RecipeProblem(
+                    "--smoke",
+                    "model.architecture",
+                    f"cannot build a tiny {architecture}: {error}; name its text model's "
+                    "model_type instead (gemma3_text for gemma3, ...)",
+                )
+            ]
+        ) from None
     was = model.pretrained or f"{architecture} {sizes_of(model.config) or 'default sizes'}"
     recipe.model.architecture = architecture
     recipe.model.pretrained = None
-    recipe.model.config = {**model.config, **tiny}
+    recipe.model.config = {**own_names(architecture, model.config), **tiny}
     return f"model: tiny {architecture} built from config ({sizes_of(tiny)}) instead of {was}"
 
 
@@ -124,9 +144,14 @@ def swap_tokenizer(recipe: Recipe, source: str | None, exists: Callable[[Path], 
         # Byte-level BPE takes pre-split words (token classification) only with it.
         add_prefix_space=decoder and recipe.task == "token_classification",
     )
+    chat = ""
+    if recipe.task == "sft" and renders_chats(recipe.data) and tokenizer.chat_template is None:
+        tokenizer.special_tokens = [*tokenizer.special_tokens, *CHATML_TOKENS]
+        tokenizer.chat_template = CHATML
+        chat = ", with the ChatML chat template (the model's own renders the chats in a real run)"
     return (
         f"tokenizer: {tokenizer.train.algorithm} with {vocab} tokens trained on the smoke data "
-        f"instead of {wanted} (hub tokenizers are not fetched for smoke runs)"
+        f"instead of {wanted} (hub tokenizers are not fetched for smoke runs){chat}"
     )
 
 
@@ -135,6 +160,10 @@ def swap_data(recipe: Recipe, layout: RunLayout, exists: Callable[[Path], bool])
     count = recipe.smoke.num_samples
     eval_count = max(count // SMOKE_EVAL_FRACTION, 2)
     data.max_length = min(data.max_length, recipe.smoke.max_length)
+    if data.sources:  # a mixture stays one, each source shrunk or generated
+        from launcher.plan.smoke_sources import swap_sources
+
+        return swap_sources(recipe, layout, exists)
     local = data.files and all(exists(Path(f)) for f in file_paths(data.files))
     if local:
         if data.train_samples:  # a random subset stays random: only its size shrinks
@@ -203,12 +232,18 @@ def shrink_training(recipe: Recipe) -> str:
     )
 
 
-def local_model_type(pretrained: str | None, exists: Callable[[Path], bool]) -> str | None:
-    """The ``model_type`` of a local model folder, read from its config.json without transformers."""
-    if not pretrained or not exists(Path(pretrained) / "config.json"):
-        return None
-    model_type = json.loads((Path(pretrained) / "config.json").read_text()).get("model_type")
-    return model_type if model_type in TINY_CONFIGS else None
+def pretrained_model_type(
+    pretrained: str, exists: Callable[[Path], bool]
+) -> tuple[str | None, str]:
+    """The ``model_type`` of a pretrained model (its config.json in its folder or the hub cache,
+    read without transformers) when the launcher can build it, else None and why not."""
+    read = read_model_config(pretrained, exists)
+    if read.config is None:
+        return None, read.source
+    model_type = read.config.get("model_type")
+    if model_type not in ARCHITECTURES:
+        return None, f"its model_type {model_type!r} ({read.source}) is none the launcher builds"
+    return model_type, ""
 
 
 def sizes_of(config: dict[str, Any]) -> str:

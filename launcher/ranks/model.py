@@ -83,10 +83,27 @@ def model_from_config(
     assert model_section.architecture is not None
     fields = full_config(model_section.architecture, model_section.config)
     fields.update(vocab_size=len(tokenizer), **token_ids, **task_kwargs)
-    config = AutoConfig.for_model(model_section.architecture, **fields)
+    config = AutoConfig.for_model(model_section.architecture, **without_foreign_ids(fields))
     return auto_class(recipe.task).from_config(
         config, attn_implementation=model_section.attn_implementation
     )
+
+
+def without_foreign_ids(fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the special-token ids (a config's defaults: Phi-3's pad 32000, GPT-2's
+    eos 50256) that lie outside the vocabulary, now the run's tokenizer's: they name tokens
+    this tokenizer does not have, and an embedding with an out-of-range padding row cannot be
+    built. The tokenizer's own ids (``special_token_ids``) are in range and stay."""
+    vocab = fields["vocab_size"]
+    cleaned = dict(fields)
+    for key in ("pad_token_id", "bos_token_id", "eos_token_id"):
+        value = cleaned.get(key)
+        if isinstance(value, list):
+            kept = [token for token in value if isinstance(token, int) and token < vocab]
+            cleaned[key] = kept or None
+        elif isinstance(value, int) and value >= vocab:
+            cleaned[key] = None
+    return cleaned
 
 
 def consumes_item_count(task: str) -> bool:

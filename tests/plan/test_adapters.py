@@ -114,3 +114,42 @@ def test_plan_shows_trainable_and_frozen(tmp_path: Path) -> None:
     assert "adapters       LoRA r=16 alpha=32 on q_proj, v_proj: trainable" in summary
     assert "(linear layers in 4-bit NF4)" in summary
     assert "memory/device" in summary and "frozen weights" in summary
+
+
+# Decoders of other families (launcher.plan.decoders): the layers peft finds, named as it sees
+# them (GPT-2's Conv1D layers, Falcon's FalconLinear), in the smoke's tiny sizes.
+FAMILIES = {"qwen2": ["q_proj", "v_proj"], "phi3": ["qkv_proj"], "gpt2": ["c_attn", "c_proj"],
+            "falcon": ["query_key_value"], "gemma": ["o_proj", "down_proj"],
+            "starcoder2": ["c_fc"], "stablelm": ["k_proj"]}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("task", ["sft", "classification"])
+@pytest.mark.parametrize("targets", ["all-linear", "named"])
+def test_family_counts_match_real_peft_models(family: str, task: str, targets: str) -> None:
+    import transformers
+
+    from launcher.architectures import tiny_config
+    from launcher.ranks.adapters import add_adapters
+    from launcher.recipe.schema import Recipe
+
+    chosen = "all-linear" if targets == "all-linear" else FAMILIES[family]
+    fields = {**tiny_config(family), "vocab_size": 50, "pad_token_id": 0, "bos_token_id": None,
+              "eos_token_id": None}  # fmt: skip
+    head = {"num_labels": 3} if task == "classification" else {}
+    config = transformers.AutoConfig.for_model(family, **fields, **head)
+    auto = (
+        transformers.AutoModelForCausalLM
+        if task == "sft"
+        else transformers.AutoModelForSequenceClassification
+    )
+    recipe = Recipe.model_validate(
+        {"name": "x", "task": task, "model": {"architecture": family,
+         "lora": {"r": 4, "target_modules": chosen}}}
+    )  # fmt: skip
+    model = add_adapters(recipe, auto.from_config(config))
+    trainable, total = model.get_nb_trainable_parameters()
+    base = count_parameters(family, fields, task, 3).total
+    counted = count_adapters(family, fields, task, 3, 4, chosen, base)
+    assert counted.trainable == trainable
+    assert counted.total + counted.adapters + counted.head == total

@@ -169,7 +169,7 @@ def test_mistral_7b_default_count() -> None:
 
 def test_unknown_architecture_and_task() -> None:
     with pytest.raises(ValueError, match="known: mistral"):
-        full_config("gpt2", {})
+        full_config("gpt3", {})  # gpt2 is a decoder transformers knows; gpt3 is none
     with pytest.raises(ValueError, match="supports: sft, classification, token_classification"):
         count_parameters("llama", {}, "mlm")
 

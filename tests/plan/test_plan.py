@@ -19,7 +19,7 @@ import pytest
 import yaml
 from conftest import RECIPES, Golden
 
-from launcher.architectures import TINY_CONFIGS
+from launcher.architectures import TINY_CONFIGS, tiny_config
 from launcher.plan.batch import BatchNumbers
 from launcher.plan.build import Plan, build_plan
 from launcher.recipe.loader import load_recipe
@@ -724,6 +724,7 @@ SMOKE_EXPECTED = {
     "ner": ("bert", "wordpiece", 512),
     "sft-mistral-7b-zero3": ("mistral", "byte_level_bpe", 512),
     "sft-mistral": ("mistral", "byte_level_bpe", 512),
+    "sft-qlora-7b": ("qwen2", "byte_level_bpe", 512),
 }
 
 
@@ -737,7 +738,7 @@ def test_smoke_shrinks_a_shipped_recipe(path: Path) -> None:
 
     assert recipe.model.pretrained is None
     assert recipe.model.architecture == architecture == original.model.architecture
-    for key, value in TINY_CONFIGS[architecture].items():
+    for key, value in tiny_config(architecture).items():
         assert recipe.model.config[key] == value
 
     assert recipe.tokenizer.pretrained is None
@@ -852,10 +853,15 @@ def test_smoke_needs_an_architecture_for_an_unknown_model(tmp_path: Path) -> Non
     path.write_text("name: r\ntask: sft\nmodel: {pretrained: org/model}\ndata: {dataset: d}\n")
     with pytest.raises(RecipeError) as caught:
         build_plan(load_recipe(path), tmp_path / "run", smoke=True, exists=lambda p: False)
-    assert [str(p) for p in caught.value.problems] == [
-        "--smoke: model.architecture: needed to build a tiny model like 'org/model'; "
-        "set it to mistral, llama, distilbert or bert"
-    ]
+    (problem,) = [str(p) for p in caught.value.problems]
+    assert problem.startswith(
+        "--smoke: model.architecture: needed to build a tiny model like 'org/model' (no "
+        "config.json for org/model in the hub cache ("
+    )
+    assert problem.endswith(
+        "`hf download org/model config.json` puts it there); set it to the model's model_type: "
+        "mistral, llama, qwen2, gemma, phi3, gpt2, falcon... or distilbert, bert"
+    )
 
 
 def test_local_pretrained_model_sizes_come_from_its_config(tmp_path: Path) -> None:
