@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from launcher.files import write_text_atomic
+from launcher.recipe.data_sources import source_section
 from launcher.recipe.data_template import template_fields
-from launcher.recipe.schema import Recipe
+from launcher.recipe.sample_formats import planned_format
+from launcher.recipe.schema import DataSection, Recipe
 
 WORDS = (
     "the a of to and in is it that for on with as was at by this be from or an are his her they "
@@ -58,6 +60,21 @@ def write_smoke_data(recipe: Recipe, folder: Path) -> None:
         rows = [make_row(recipe, rng) for _ in range(count)]
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(Path(path), "".join(json.dumps(row) + "\n" for row in rows))
+    write_source_files(recipe, folder)
+
+
+def write_source_files(recipe: Recipe, folder: Path) -> None:
+    """The generated file of each source of a mixture that the smoke plan generates, with that
+    source's own columns (its template's fields, its text column, its SFT columns)."""
+    for index, source in enumerate(recipe.data.sources or []):
+        path = Path(source.files) if isinstance(source.files, str) else None
+        if path is None or path.parent != folder or path.exists():
+            continue
+        alone = recipe.model_copy(update={"data": source_section(recipe.data, source)})
+        rng = random.Random(f"{recipe.training.seed}-source-{index}")
+        rows = [make_row(alone, rng) for _ in range(recipe.smoke.num_samples)]
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def make_row(recipe: Recipe, rng: random.Random) -> dict[str, Any]:
@@ -65,8 +82,12 @@ def make_row(recipe: Recipe, rng: random.Random) -> dict[str, Any]:
     if recipe.task == "token_classification":
         words, tags = tagged_sentence(rng, data.labels or [])
         return {data.tokens_column: words, data.tags_column: tags}
+    if recipe.task == "sft" and smoke_format(data) != "text":
+        return sft_sample(data, rng)
     # With data.template the text is made from the columns it names: generate those instead.
-    columns = template_fields(data.template) if data.template else [data.text_column]
+    columns = (
+        template_fields(data.template) if isinstance(data.template, str) else [data.text_column]
+    )
     if recipe.task == "classification":
         labels = data.labels or ["0", "1"]
         index = rng.randrange(len(labels))
@@ -84,6 +105,38 @@ def make_row(recipe: Recipe, rng: random.Random) -> dict[str, Any]:
         count = rng.randint(3, 6)
         return {column: " ".join(sentence(rng) for _ in range(count)) for column in columns}
     return {column: sentence(rng) for column in columns}
+
+
+def smoke_format(data: DataSection) -> str:
+    """The SFT format of the generated rows: the recipe's, else conversations when the loss is on
+    assistant turns, else prompt-completion pairs when columns are mapped, else plain text."""
+    fmt = planned_format(data)
+    if fmt != "auto":
+        return fmt
+    if data.loss_on == "assistant":
+        return "messages"
+    return "prompt_completion" if data.columns else "text"
+
+
+def sft_sample(data: DataSection, rng: random.Random) -> dict[str, Any]:
+    """A conversation or a prompt and its answer, under the data's own column names
+    (``data.columns``), or the columns a prompt/completion template names."""
+    own = dict(data.columns or {})
+    if isinstance(data.template, dict):  # instruction data: the columns the templates read
+        fields = [f for text in data.template.values() for f in template_fields(text)]
+        return {
+            field: " ".join(sentence(rng) for _ in range(rng.randint(1, 2))) for field in fields
+        }
+    if smoke_format(data) == "messages":
+        turns = [{"role": "system", "content": sentence(rng)}] if rng.random() < 0.3 else []
+        for _ in range(rng.randint(1, 2)):
+            turns.append({"role": "user", "content": sentence(rng)})
+            turns.append({"role": "assistant", "content": sentence(rng)})
+        return {own.get("messages", "messages"): turns}
+    return {
+        own.get("prompt", "prompt"): sentence(rng),
+        own.get("completion", "completion"): " " + sentence(rng),
+    }
 
 
 def sentence(rng: random.Random, flavour: list[str] | None = None) -> str:

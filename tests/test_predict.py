@@ -13,7 +13,7 @@ from transformers import BertConfig, BertForTokenClassification, PreTrainedToken
 
 from launcher.cli import main
 from launcher.errors import LauncherError
-from launcher.predict.inputs import Columns, read_examples
+from launcher.predict.inputs import Columns, columns_of, read_examples
 from launcher.predict.source import find_source, task_of_folder
 from launcher.predict.tasks import Settings, tag_words, word_predictions
 
@@ -142,3 +142,34 @@ def test_cli_writes_one_row_per_text_and_scores_gold_tags(
     assert len(written) == 3 and all(len(row["tags"]) == 2 for row in written)
     assert f"3 predictions -> {out}" in printed
     assert "metrics on 3 labelled inputs: precision" in printed
+
+
+def test_a_run_trained_on_chats_reads_conversations_prompts_and_bare_texts(tmp_path: Path) -> None:
+    """Its recipe says chats (here: the loss on assistant turns, conversations under the
+    data's own column name): a bare text is a user's message, a conversation is answered from its
+    last turn that is not the assistant's (ShareGPT keys too), a prompt template fills the
+    prompt."""
+    recipe = {"data": {"loss_on": "assistant", "columns": {"messages": "chat"}}}
+    columns = columns_of(recipe)
+    (bare,) = read_examples(None, ["Hello?"], columns)
+    assert bare.messages == [{"role": "user", "content": "Hello?"}]
+    rows = tmp_path / "in.jsonl"
+    turns = [
+        {"from": "user", "value": "Hi"},
+        {"from": "assistant", "value": "Hello"},
+        {"from": "user", "value": "Sky colour?"},
+        {"from": "assistant", "value": "Blue"},
+    ]
+    rows.write_text(json.dumps({"chat": turns, "id": 7}) + "\n")
+    (chat,) = read_examples(rows, [], columns)
+    assert [t["role"] for t in chat.messages or []] == ["user", "assistant", "user"]
+    assert (chat.text, chat.extra) == ("Sky colour?", {"id": 7})
+    plain = columns_of({"data": {"template": {"prompt": "Q: {q}\nA:", "completion": "{a}"}}})
+    rows.write_text(json.dumps({"q": "Why?", "a": "Because"}) + "\n")
+    (pair,) = read_examples(rows, [], plain)
+    assert (pair.text, pair.messages) == ("Q: Why?\nA:", None)
+    (text,) = read_examples(None, ["Once upon"], plain)
+    assert text.messages is None  # a text model continues a bare text
+    rows.write_text(json.dumps({"chat": [{"role": "assistant", "content": "Hi"}]}) + "\n")
+    with pytest.raises(LauncherError, match="row 1: the conversation has no turn to answer"):
+        read_examples(rows, [], columns)

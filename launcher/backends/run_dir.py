@@ -38,6 +38,7 @@ from launcher.files import write_text_atomic
 from launcher.paths import is_local_path, missing_folder
 from launcher.plan.build import Plan
 from launcher.plan.memory import OPTIMIZER_STATE_BYTES, adam8bit_state_bytes
+from launcher.recipe.data_sources import source_files
 from launcher.recipe.loader import differences
 from launcher.recipe.schema import Recipe
 from launcher.smoke_data import write_smoke_data
@@ -94,7 +95,7 @@ def prepare_private_run_dir(plan: Plan, from_scratch: bool, holder: Holder) -> b
         make_private_dir(folder)
     check_free_disk(layout.root, checkpoint_bytes(plan))
     write_files(plan.files(), script_mode=PRIVATE_SCRIPT)
-    if plan.smoke and plan.recipe.data.files:
+    if plan.smoke and (plan.recipe.data.files or plan.recipe.data.sources):
         write_smoke_data(plan.recipe, layout.smoke_data_dir)
     return continuing
 
@@ -304,19 +305,21 @@ def check_local_paths(plan: Plan) -> None:
     Generated smoke data is skipped: it is written into the run directory just before launch.
     """
     recipe, problems = plan.recipe, []
-    for split, value in (recipe.data.files or {}).items():
-        paths = [value] if isinstance(value, str) else value
-        for index, path in enumerate(paths):
-            key = f"data.files.{split}" + (f"[{index}]" if isinstance(value, list) else "")
-            misread = misread_by_datasets(path)
-            if misread:
-                problems.append(RecipeProblem(plan.source, key, misread))
-                continue
-            if Path(path).is_relative_to(plan.layout.smoke_data_dir) or Path(path).is_file():
-                continue
-            what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
-            message = f"{path} {what} (relative paths are read from where launcher runs)"
-            problems.append(RecipeProblem(plan.source, key, message))
+    named = [
+        (f"data.files.{split}" + (f"[{index}]" if isinstance(value, list) else ""), path)
+        for split, value in (recipe.data.files or {}).items()
+        for index, path in enumerate([value] if isinstance(value, str) else value)
+    ]
+    for key, path in named + source_files(recipe.data):
+        misread = misread_by_datasets(path)
+        if misread:
+            problems.append(RecipeProblem(plan.source, key, misread))
+            continue
+        if Path(path).is_relative_to(plan.layout.smoke_data_dir) or Path(path).is_file():
+            continue
+        what = "is a folder, not a file" if Path(path).is_dir() else "does not exist"
+        message = f"{path} {what} (relative paths are read from where launcher runs)"
+        problems.append(RecipeProblem(plan.source, key, message))
     folders = [("model.pretrained", recipe.model.pretrained, "config.json")]
     tokenizer = recipe.tokenizer
     if tokenizer.train is None or tokenizer.train.algorithm == "retrain":

@@ -26,6 +26,10 @@ class Columns:
     tokens: str = "tokens"
     tags: str = "ner_tags"
     template: str | None = None  # the run's data.template: rows with its columns are filled
+    prompt_template: str | None = None  # its prompt, when it made prompt-completion pairs
+    messages: str = "messages"  # the run's name of a conversation column (data.columns)
+    prompt: str = "prompt"
+    chat: bool = False  # the run trained on conversations: a bare text is a user's message
 
 
 @dataclass
@@ -36,17 +40,33 @@ class Example:
     words: list[str] | None = None
     gold: Any = None  # a label name or id, or a list of tags; None when the input has none
     extra: dict[str, Any] = field(default_factory=dict)  # the row's other columns, kept
+    messages: list[dict[str, Any]] | None = None  # a conversation to answer (SFT on chats)
 
 
 def columns_of(recipe: dict[str, Any] | None) -> Columns:
     data = (recipe or {}).get("data") or {}
     defaults = Columns()
+    template = data.get("template")
+    mapped = data.get("columns") or {}
     return Columns(
         text=data.get("text_column") or defaults.text,
         label=data.get("label_column") or defaults.label,
         tokens=data.get("tokens_column") or defaults.tokens,
         tags=data.get("tags_column") or defaults.tags,
-        template=data.get("template"),
+        template=template if isinstance(template, str) else None,
+        prompt_template=template.get("prompt") if isinstance(template, dict) else None,
+        messages=mapped.get("messages") or defaults.messages,
+        prompt=mapped.get("prompt") or defaults.prompt,
+        chat=trained_on_chats(data),
+    )
+
+
+def trained_on_chats(data: dict[str, Any]) -> bool:
+    """Whether the run's SFT samples were conversations (its recipe, as saved in the plan)."""
+    return (
+        data.get("sample_format") == "messages"
+        or data.get("loss_on") == "assistant"
+        or "messages" in (data.get("columns") or {})
     )
 
 
@@ -54,7 +74,7 @@ def read_examples(path: Path | None, texts: list[str], columns: Columns) -> list
     if path is None:
         if not texts:
             raise LauncherError("nothing to predict: give --input FILE or --text TEXT")
-        return [Example(text=text) for text in texts]
+        return [text_example(text, columns) for text in texts]
     if texts:
         raise LauncherError("give --input or --text, not both")
     if not path.is_file():
@@ -68,7 +88,7 @@ def read_examples(path: Path | None, texts: list[str], columns: Columns) -> list
             rows = list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
     else:
         lines = path.read_text(encoding="utf-8").splitlines()
-        return [Example(text=line) for line in lines if line.strip()]
+        return [text_example(line, columns) for line in lines if line.strip()]
     examples = [example_of(row, columns, path, number) for number, row in enumerate(rows, 1)]
     if not examples:
         raise LauncherError(f"--input: {path} holds no rows")
@@ -90,8 +110,23 @@ def read_json_lines(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def text_example(text: str, columns: Columns) -> Example:
+    """A bare text: a user's message to a model trained on conversations, else the text."""
+    return Example(
+        text=text, messages=[{"role": "user", "content": text}] if columns.chat else None
+    )
+
+
 def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -> Example:
     """The text (or words) of a row and its gold label or tags when it has them."""
+    if isinstance(row.get(columns.messages), list):
+        return conversation_example(row, columns, path, number)
+    if columns.prompt_template and set(template_fields(columns.prompt_template)) <= set(row):
+        # The prompt filled as training filled it (``data.template.prompt``); the model answers.
+        return Example(text=fill(columns.prompt_template, row), extra=dict(row))
+    if isinstance(row.get(columns.prompt), str):
+        extra = {k: v for k, v in row.items() if k != columns.prompt}
+        return Example(text=row[columns.prompt], extra=extra)
     if isinstance(row.get(columns.tokens), list):
         words = [str(word) for word in row[columns.tokens]]
         tags = row.get(columns.tags)
@@ -118,3 +153,19 @@ def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -
     gold = row.get(columns.label)
     extra = {k: v for k, v in row.items() if k not in (text_column, columns.label)}
     return Example(text=text, gold=gold if gold not in ("", None) else None, extra=extra)
+
+
+def conversation_example(row: dict[str, Any], columns: Columns, path: Path, number: int) -> Example:
+    """A conversation up to its last turn that is not the assistant's: the model writes the
+    next answer (an answer already there is kept in the row, for comparison)."""
+    turns = [
+        {{"from": "role", "value": "content"}.get(k, k): v for k, v in turn.items()}
+        for turn in row[columns.messages]
+        if isinstance(turn, dict)
+    ]
+    while turns and turns[-1].get("role") == "assistant":
+        turns.pop()
+    if not turns:
+        raise LauncherError(f"--input: {path} row {number}: the conversation has no turn to answer")
+    extra = {k: v for k, v in row.items() if k != columns.messages}
+    return Example(text=str(turns[-1].get("content", "")), messages=turns, extra=extra)

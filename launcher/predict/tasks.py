@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from launcher.errors import LauncherError
 from launcher.predict.inputs import Example
 
 
@@ -191,7 +192,24 @@ def generate(model: Any, tokenizer: Any, batch: list[Example], settings: Setting
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    encoded = encode(tokenizer, [example.text for example in batch], settings, model)
+    chats = [example.messages for example in batch if example.messages]
+    if chats and not tokenizer.chat_template:
+        raise LauncherError(
+            "the model's tokenizer has no chat template to render the conversations with; "
+            "give inputs as plain text (a `text` column), or train with tokenizer.chat_template"
+        )
+    if chats:  # rendered as in training, up to the assistant's turn; the template adds specials
+        prompts = [
+            tokenizer.apply_chat_template(
+                example.messages or [{"role": "user", "content": example.text}],
+                add_generation_prompt=True,
+                tokenize=False,
+            )
+            for example in batch
+        ]
+        encoded = encode(tokenizer, prompts, settings, model, add_special_tokens=False)
+    else:
+        encoded = encode(tokenizer, [example.text for example in batch], settings, model)
     output = model.generate(
         **encoded,
         max_new_tokens=settings.max_new_tokens,

@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, first_line
-from launcher.ranks.data_options import fill_template, headerless_options, take_samples
+from launcher.ranks.data_options import (
+    fill_template,
+    headerless_options,
+    map_columns,
+    take_samples,
+)
 from launcher.ranks.label_ids import LabelIds
+from launcher.ranks.sft_samples import sample_format, sft_rows
 from launcher.ranks.text_blocks import group_texts
 from launcher.ranks.token_tags import (
     conll_column_names,
@@ -53,7 +59,12 @@ def load_raw_splits(data: DataSection, words: bool = False) -> dict[str, Any]:
     """``{"train": Dataset, "eval": Dataset}`` (eval only when the recipe has evaluation data).
 
     ``words``: the rows are sentences of tagged words (token classification), not a text column."""
-    splits = {"train": load_split(data, data.train_split, "data.train_split", words)}
+    if data.sources:  # several sources mixed into one training split
+        from launcher.ranks.data_mixture import load_mixture
+
+        splits = {"train": load_mixture(data, words)}
+    else:
+        splits = {"train": load_split(data, data.train_split, "data.train_split", words)}
     if data.eval_split:
         splits["eval"] = load_split(data, data.eval_split, "data.eval_split", words)
     elif data.eval_fraction:
@@ -67,7 +78,7 @@ def load_raw_splits(data: DataSection, words: bool = False) -> dict[str, Any]:
     for name, split in splits.items():
         if words:
             require_columns(split, data, name)
-        else:
+        elif sample_format(split.column_names, data) == "text":
             require_text_column(split, data.text_column, name)
     return splits
 
@@ -104,8 +115,11 @@ def load_split(data: DataSection, split: str, key: str, words: bool = False) -> 
                 return loaded
             if builder == "text" and data.text_column != "text":
                 loaded = loaded.rename_column("text", data.text_column)
+            loaded = map_columns(loaded, data, split_name(split))
             if data.template:
                 loaded = fill_template(loaded, data, split_name(split))
+            if sample_format(loaded.column_names, data) != "text":
+                return loaded  # conversations and prompt-completion pairs: read as they are
             column = data.text_column
             require_text_column(loaded, column, split_name(split))
             return loaded.filter(
@@ -114,6 +128,8 @@ def load_split(data: DataSection, split: str, key: str, words: bool = False) -> 
                 desc=f"dropping empty lines of {split_name(split)}",
             )
         loaded = datasets.load_dataset(data.dataset, data.dataset_config, split=split)
+        if not words:
+            loaded = map_columns(loaded, data, split_name(split))
         if data.template and not words:
             loaded = fill_template(loaded, data, split_name(split))
         return loaded
@@ -222,54 +238,6 @@ def processes(data: DataSection, rows: int) -> int | None:
     return count if count > 1 else None
 
 
-def sft_rows(split: Any, data: DataSection, tokenizer: Any, name: str) -> Any:
-    """What TRL 1.16's ``SFTTrainer._prepare_dataset`` makes of a plain-text split, done here so
-    that the launcher can cache it (the trainer then gets ``skip_prepare_dataset``).
-
-    TRL appends the EOS token to every text that does not end with it, tokenizes each text with
-    the tokenizer's defaults (special tokens included), sets ``labels`` equal to ``input_ids``,
-    then either packs with ``pack_dataset`` (``bfd``: best fit decreasing, a too-long sample is
-    truncated, ``seq_lengths`` records the samples of each row) or truncates to ``max_length``.
-    The same steps here run as batched maps (TRL maps one example at a time), store ids as int32
-    and leave ``labels`` out: TRL's collator uses ``input_ids`` when a row has no labels, so the
-    batches are the same (tests/ranks/test_data_prep.py compares them with TRL's own preparation).
-    Packing gives the rows TRL's default (one process) gives, with any process count
-    (:func:`pack_rows`).
-    """
-    import datasets
-
-    eos = tokenizer.eos_token
-    if eos is None:
-        raise DataError(
-            "tokenizer: it has no EOS token, which SFT appends to every sample; add one "
-            "(tokenizer.special_tokens, or `</s>` among tokenizer.train.special_tokens)"
-        )
-    column, limit = data.text_column, None if data.packing else data.max_length
-
-    def encode(batch: dict[str, list[str]]) -> dict[str, list[list[int]]]:
-        texts = [text if text.endswith(eos) else text + eos for text in batch[column]]
-        encoded = tokenizer(texts, return_attention_mask=False, return_token_type_ids=False)
-        ids = encoded["input_ids"]
-        return {"input_ids": [row[:limit] for row in ids] if limit else ids}
-
-    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32"))})
-    rows = split.map(
-        encode,
-        batched=True,
-        remove_columns=split.column_names,
-        features=features,
-        num_proc=processes(data, len(split)),
-        desc=f"tokenizing {name}",
-    )
-    if data.packing:
-        return pack_rows(rows, data.max_length, processes(data, len(rows)), name)
-    return rows.filter(
-        lambda batch: [len(ids) > 0 for ids in batch["input_ids"]],
-        batched=True,
-        desc=f"dropping empty {name} samples",
-    )
-
-
 def pack_rows(rows: Any, max_length: int, workers: int | None, name: str) -> Any:
     """TRL's ``pack_dataset`` (bfd), in several processes, giving the rows one process gives.
 
@@ -300,7 +268,27 @@ def pack_rows(rows: Any, max_length: int, workers: int | None, name: str) -> Any
 
 def training_texts(recipe: Recipe, splits: dict[str, Any]) -> Iterator[str]:
     """The training text, for tokenizer training (a fresh iterator each call): the text column,
-    or each sentence's words joined by spaces (token classification)."""
+    each sentence's words joined by spaces (token classification), or the contents of SFT's
+    conversations and prompt-completion pairs."""
+    train = splits["train"]
     if recipe.task == "token_classification":
-        return (" ".join(words) for words in splits["train"][recipe.data.tokens_column] if words)
-    return (text for text in splits["train"][recipe.data.text_column] if text)
+        return (" ".join(words) for words in train[recipe.data.tokens_column] if words)
+    if recipe.task == "sft" and sample_format(train.column_names, recipe.data) != "text":
+        return sample_texts(train)
+    return (text for text in train[recipe.data.text_column] if text)
+
+
+def sample_texts(split: Any) -> Iterator[str]:
+    """The words of conversations and prompt-completion pairs: each message's content, or the
+    prompt and the completion, one text each (a tokenizer trained on them learns no template)."""
+    for column in ("messages", "prompt", "completion"):
+        if column not in split.column_names:
+            continue
+        for value in split[column]:
+            if isinstance(value, str):
+                yield value
+                continue
+            for message in value or []:
+                content = message.get("content", message.get("value"))
+                if isinstance(content, str) and content:
+                    yield content

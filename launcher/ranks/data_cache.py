@@ -174,8 +174,10 @@ def seeded(data: Any) -> bool:
 
 
 def data_options(recipe: Recipe) -> dict[str, Any]:
-    """The options that reshape rows (headerless columns, samples, template, MLM blocks), each
-    only when set: a recipe without them keeps the key it had before they existed."""
+    """The options that reshape rows (headerless columns, samples, template, MLM blocks, SFT's
+    sample format, column mapping and loss masks), each only when set: a recipe without them
+    keeps the key it had before they existed. The chat template is saved with the tokenizer, so
+    the tokenizer's digest covers it."""
     data = recipe.data
     options: dict[str, Any] = {}
     if data.column_names:
@@ -188,6 +190,13 @@ def data_options(recipe: Recipe) -> dict[str, Any]:
         options["template"] = data.template
     if data.group_texts and recipe.task == "mlm":
         options["group_texts"] = True
+    if recipe.task == "sft":  # conversations and prompt-completion pairs, and their masks
+        if data.columns:
+            options["columns"] = dict(sorted(data.columns.items()))
+        if data.sample_format != "auto":
+            options["sample_format"] = data.sample_format
+        if data.loss_on != "auto":
+            options["loss_on"] = data.loss_on
     return options
 
 
@@ -212,6 +221,8 @@ def source_description(
     data: Any, raw_splits: Callable[[], dict[str, Any]], log: Callable[[str], None]
 ) -> dict[str, Any]:
     """What the rows come from: local file contents, or a hub dataset's id and fingerprints."""
+    if getattr(data, "sources", None):
+        return mixture_description(data, raw_splits, log)
     if not data.files:
         fingerprints = {name: split._fingerprint for name, split in raw_splits().items()}
         return {
@@ -227,14 +238,62 @@ def source_description(
     for split in used:
         fmt, by_split = local_files(data, split_name(split))
         files.update(by_split)
-    paths = [Path(p) for ps in files.values() for p in ps]
-    size = sum(p.stat().st_size for p in paths)
-    if size > LARGE_SOURCE:
-        log(f"data: hashing {len(paths)} file(s), {size / 2**30:.1f} GiB, for the cache key")
+    log_large_source(file_paths(files), log)
     return {
         "format": fmt,
         "files": {split: [file_digest(Path(p)) for p in ps] for split, ps in files.items()},
     }
+
+
+def log_large_source(paths: list[str], log: Callable[[str], None]) -> None:
+    size = sum(Path(p).stat().st_size for p in paths)
+    if size > LARGE_SOURCE:
+        log(f"data: hashing {len(paths)} file(s), {size / 2**30:.1f} GiB, for the cache key")
+
+
+def file_digests(paths: list[str], log: Callable[[str], None]) -> list[str]:
+    log_large_source(paths, log)
+    return [file_digest(Path(p)) for p in paths]
+
+
+def mixture_description(
+    data: Any, raw_splits: Callable[[], dict[str, Any]], log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``data.sources``: each source as its own rows are keyed (file contents, or hub id, config
+    and split), with its columns, template, weight and sample count; how they are mixed; and, when
+    a hub dataset is among them, the fingerprints of the mixed splits."""
+    from launcher.ranks.data import csv_delimiter, local_files
+    from launcher.recipe.data_sources import mix_mode, source_section
+
+    sources = []
+    for source in data.sources:
+        section = source_section(data, source)
+        described: dict[str, Any] = {
+            "split": source.split,
+            "text_column": section.text_column,
+            "columns": section.columns,
+            "template": section.template,
+            "weight": source.weight,
+            "samples": source.samples,
+        }
+        if section.files:
+            fmt, files = local_files(section, split_name(source.split))
+            described["format"] = fmt
+            described["files"] = file_digests(file_paths(files), log)
+            if fmt == "csv":
+                described["delimiter"] = csv_delimiter(section, file_paths(files))
+        else:
+            described["dataset"], described["config"] = source.dataset, source.dataset_config
+        sources.append(described)
+    description: dict[str, Any] = {
+        "sources": sources,
+        "mix": mix_mode(data),
+        "mix_stopping": data.mix_stopping,
+        "mix_seed": data.shuffle_seed,  # interleaving, each source's shuffle and samples
+    }
+    if any(source.dataset for source in data.sources):
+        description["fingerprints"] = {n: s._fingerprint for n, s in raw_splits().items()}
+    return description
 
 
 def library_versions(task: str) -> dict[str, str]:

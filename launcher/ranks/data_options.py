@@ -58,39 +58,67 @@ def first_line_fields(path: Path, delimiter: str) -> list[str] | None:
     return None
 
 
+# --- data.columns -----------------------------------------------------------------------------
+
+
+def map_columns(split: Any, data: DataSection, name: str) -> Any:
+    """``split`` with the data's own column names renamed to the ones SFT reads
+    (``data.columns``: ``{messages: conversations}``); a missing column names the key."""
+    mapping = dict(data.columns or {})
+    renames = {own: standard for standard, own in mapping.items() if own != standard}
+    missing = [own for own in mapping.values() if own not in split.column_names]
+    if missing:
+        key = next(f"data.columns.{std}" for std, own in mapping.items() if own == missing[0])
+        raise DataOptionError(
+            f"{key}: {missing[0]!r} is not a column of the {name} split "
+            f"(columns: {', '.join(split.column_names)})"
+        )
+    clashes = [std for std in renames.values() if std in split.column_names]
+    if clashes:  # the data has both: keep the mapped one, as asked
+        split = split.remove_columns(clashes)
+    return split.rename_columns(renames) if renames else split
+
+
 # --- data.template ----------------------------------------------------------------------------
 
 
 def fill_template(split: Any, data: DataSection, name: str) -> Any:
-    """``split`` with ``data.text_column`` set to ``data.template`` filled from each row.
+    """``split`` with ``data.text_column`` set to ``data.template`` filled from each row, or, for
+    a mapping template (SFT instruction data), its ``prompt`` and ``completion`` columns.
 
     Other columns stay (a classification label is still read from its own column)."""
     assert data.template is not None
-    template = data.template
-    try:
-        fields = template_fields(template)
-    except TemplateError as error:  # the plan refuses it; a library caller may not have planned
-        raise DataOptionError(f"data.template: {error}") from None
-    missing = [field for field in fields if field not in split.column_names]
-    if missing:
-        raise DataOptionError(
-            f"data.template: {', '.join(map(repr, missing))} "
-            f"{'is not a column' if len(missing) == 1 else 'are not columns'} of the {name} split "
-            f"(columns: {', '.join(split.column_names)})"
-        )
+    templates = (
+        data.template if isinstance(data.template, dict) else {data.text_column: data.template}
+    )
+    fields: dict[str, list[str]] = {}
+    for column, template in templates.items():
+        key = template_key(data, column)
+        try:
+            fields[column] = template_fields(template)
+        except TemplateError as error:  # the plan refuses it; a library caller may not have planned
+            raise DataOptionError(f"{key}: {error}") from None
+        missing = [field for field in fields[column] if field not in split.column_names]
+        if missing:
+            raise DataOptionError(
+                f"{key}: {', '.join(map(repr, missing))} "
+                f"{'is not a column' if len(missing) == 1 else 'are not columns'} of the {name} "
+                f"split (columns: {', '.join(split.column_names)})"
+            )
 
     def texts(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[str]]:
-        out = []
+        out: dict[str, list[str]] = {column: [] for column in templates}
         for position, index in enumerate(indices):
-            row = {field: batch[field][position] for field in fields}
-            try:
-                out.append(fill(template, row))
-            except FILL_ERRORS as error:
-                raise DataOptionError(
-                    f"data.template: cannot fill row {index} of the {name} split "
-                    f"({type(error).__name__}: {error}); its values: {row}"
-                ) from None
-        return {data.text_column: out}
+            for column, template in templates.items():
+                row = {field: batch[field][position] for field in fields[column]}
+                try:
+                    out[column].append(fill(template, row))
+                except FILL_ERRORS as error:
+                    raise DataOptionError(
+                        f"{template_key(data, column)}: cannot fill row {index} of the {name} "
+                        f"split ({type(error).__name__}: {error}); its values: {row}"
+                    ) from None
+        return out
 
     return split.map(
         texts,
@@ -98,6 +126,11 @@ def fill_template(split: Any, data: DataSection, name: str) -> Any:
         with_indices=True,
         desc=f"filling data.template for {name}",
     )
+
+
+def template_key(data: DataSection, column: str) -> str:
+    """``data.template``, or ``data.template.prompt`` for one template of a mapping."""
+    return f"data.template.{column}" if isinstance(data.template, dict) else "data.template"
 
 
 # --- data.train_samples / data.eval_samples ---------------------------------------------------

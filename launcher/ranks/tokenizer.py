@@ -181,6 +181,10 @@ def prepare_tokenizer(
     if section.pad_token is not None:
         _set_pad_token(tokenizer, section.pad_token)
     _add_special_tokens(tokenizer, section.special_tokens)
+    if section.chat_template is not None:
+        from launcher.recipe.chat_template import chat_template_text
+
+        tokenizer.chat_template = chat_template_text(section.chat_template)
     return tokenizer
 
 

@@ -157,7 +157,7 @@ def load_saved_tokenizer(folder: Path, trust_remote_code: bool = False) -> Any:
 
 def build_and_save_tokenizer(plan: Any, output: Path, sample: str | None = None) -> None:
     """``launcher tokenizer`` with a full recipe: the stage alone, saved to ``output``."""
-    if plan.smoke and plan.recipe.data.files:
+    if plan.smoke and (plan.recipe.data.files or plan.recipe.data.sources):
         from launcher.smoke_data import write_smoke_data
 
         write_smoke_data(plan.recipe, plan.layout.smoke_data_dir)

@@ -14,10 +14,13 @@ from launcher.architectures import (
     CONFIG_ALIASES,
     CONFIG_FIELDS,
     DECODERS,
+    DECODERS_BRIEFLY,
     ENCODERS,
     unknown_config_fields,
 )
+from launcher.recipe.chat_template import template_problem
 from launcher.recipe.data_checks import data_option_problems
+from launcher.recipe.data_sources import mixture_problems, source_files, source_option_problems
 from launcher.recipe.passthrough import check_passthrough
 from launcher.recipe.schema import (
     DataSection,
@@ -105,7 +108,7 @@ def check_model(recipe: Recipe) -> Iterator[Problem]:
     if model.architecture:
         wanted = DECODERS if recipe.task == "sft" else ENCODERS if recipe.task == "mlm" else None
         if wanted and model.architecture not in wanted:
-            allowed = ", ".join(wanted)
+            allowed = ", ".join(wanted) if wanted is ENCODERS else DECODERS_BRIEFLY
             yield (
                 "model.architecture",
                 (f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"),
@@ -177,6 +180,7 @@ def check_paths(recipe: Recipe) -> Iterator[Problem]:
     for split, files in (recipe.data.files or {}).items():
         listed = [files] if isinstance(files, str) else files
         named += [(f"data.files.{split}", name) for name in listed]
+    named += source_files(recipe.data)
     for key, name in named:
         problem = unusable_path(name) if name else None
         if problem:
@@ -290,6 +294,10 @@ def tokenizer_problems(
         )
     if train:
         yield from pipeline_rules(train)
+    if tokenizer.chat_template is not None:
+        problem = template_problem(tokenizer.chat_template)
+        if problem:
+            yield "tokenizer.chat_template", problem
 
 
 def pipeline_rules(train: TrainedTokenizerSection) -> Iterator[Problem]:
@@ -319,10 +327,11 @@ def pipeline_rules(train: TrainedTokenizerSection) -> Iterator[Problem]:
 
 def data_source_problems(data: DataSection) -> Iterator[Problem]:
     """One source of data: a hub dataset or local files (a tokenizer-only recipe's rule too)."""
-    if not data.dataset and not data.files:
-        yield "data", "set `dataset` (hub id) or `files` (local files by split)"
+    if not data.dataset and not data.files and not data.sources:
+        yield "data", "set `dataset` (hub id), `files` (local files by split) or `sources`"
     if data.dataset and data.files:
         yield "data.files", "set together with `data.dataset`; use one of the two"
+    yield from mixture_problems(data)
 
 
 def check_data(recipe: Recipe) -> Iterator[Problem]:
@@ -340,6 +349,7 @@ def check_data(recipe: Recipe) -> Iterator[Problem]:
         yield "data.labels", "classification needs the label names, at least two, in id order"
     yield from token_classification_data(recipe)
     yield from data_option_problems(recipe)
+    yield from source_option_problems(recipe)
     if data.labels and len(set(data.labels)) != len(data.labels):
         yield "data.labels", f"{data.labels}: label names must be distinct"
     if data.eval_split and data.eval_fraction:

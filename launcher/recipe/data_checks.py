@@ -22,6 +22,7 @@ CSV_SUFFIXES = (".csv", ".tsv")  # what `data.format: auto` reads as csv
 def data_option_problems(recipe: Recipe) -> Iterator[Problem]:
     yield from column_names_problems(recipe)
     yield from template_problems(recipe)
+    yield from sft_sample_problems(recipe)
     yield from sample_problems(recipe)
     if recipe.data.group_texts and recipe.task != "mlm":
         packing = " (SFT fills rows with data.packing)" if recipe.task == "sft" else ""
@@ -66,10 +67,12 @@ def named_columns(recipe: Recipe, names: list[str]) -> Iterator[Problem]:
     data = recipe.data
     listed = ", ".join(names)
     if data.template:
-        try:
-            fields = template_fields(data.template)
-        except TemplateError:
-            fields = []  # reported by template_problems
+        fields = []
+        for template in templates(data.template).values():
+            try:
+                fields += template_fields(template)
+            except TemplateError:
+                pass  # reported by template_problems
         missing = [field for field in fields if field not in names]
         if missing:
             yield (
@@ -97,10 +100,55 @@ def template_problems(recipe: Recipe) -> Iterator[Problem]:
             "data.tags_column), not a text a template could make",
         )
         return
-    try:
-        template_fields(template)
-    except TemplateError as error:
-        yield "data.template", f"{template!r}: {error}"
+    if isinstance(template, dict) and recipe.task != "sft":
+        yield (
+            "data.template",
+            f"a prompt/completion mapping is for task 'sft'; {recipe.task} reads one text: "
+            "give one format string",
+        )
+        return
+    for key, text in templates(template).items():
+        try:
+            template_fields(text)
+        except TemplateError as error:
+            yield key, f"{text!r}: {error}"
+
+
+def templates(template: str | dict[str, str]) -> dict[str, str]:
+    """``data.template``'s format strings by key path (one, or a prompt and a completion)."""
+    if isinstance(template, dict):
+        return {f"data.template.{column}": text for column, text in template.items()}
+    return {"data.template": template}
+
+
+def sft_sample_problems(recipe: Recipe) -> Iterator[Problem]:
+    """SFT's sample formats: keys other tasks would ignore, and masks a format cannot give."""
+    data = recipe.data
+    fmt, loss = data.sample_format, data.loss_on
+    set_keys = {
+        "data.columns": bool(data.columns),
+        "data.sample_format": fmt != "auto",
+        "data.loss_on": loss != "auto",
+    }
+    if recipe.task != "sft":
+        for key, is_set in set_keys.items():
+            if is_set:
+                yield key, "only for task 'sft' (conversations, prompts and completions)"
+        return
+    pairs = isinstance(data.template, dict)
+    if pairs and fmt not in ("auto", "prompt_completion"):
+        yield "data.sample_format", f"{fmt!r}, but data.template makes prompt-completion pairs"
+    both = sorted(set(data.template) & set(data.columns or {})) if pairs else []
+    if both:
+        yield "data.columns", f"{', '.join(both)} set here and by data.template: one of the two"
+    if loss == "completion" and fmt in ("text", "messages"):
+        yield "data.loss_on", f"'completion' needs prompt-completion samples, not {fmt}"
+    if loss == "assistant" and fmt == "text":
+        yield "data.loss_on", "'assistant' needs conversations (messages), not plain text"
+    if data.columns:
+        for column, own in data.columns.items():
+            if not own.strip():
+                yield f"data.columns.{column}", "names no column (empty)"
 
 
 def sample_problems(recipe: Recipe) -> Iterator[Problem]:

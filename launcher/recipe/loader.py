@@ -455,10 +455,12 @@ def schema_at(location: list[str], root: type[BaseModel] = Recipe) -> type[BaseM
     """The schema class of the section at ``location`` (for listing its allowed keys)."""
     model: type[BaseModel] = root
     for part in location:
+        if part.isdigit():  # an item of a list of sections (`data.sources.0`)
+            continue
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
-        nested = next(
-            (a for a in getattr(annotation, "__args__", (annotation,)) if is_model(a)), None
-        )
+        shapes = getattr(annotation, "__args__", (annotation,))
+        items = [inner for shape in shapes for inner in getattr(shape, "__args__", ())]
+        nested = next((a for a in [*shapes, *items] if is_model(a)), None)
         if nested is None:
             return None
         model = nested

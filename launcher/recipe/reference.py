@@ -62,6 +62,11 @@ def rows(model: type[BaseModel], prefix: str) -> list[str]:
             out.append(f"| **`{key}`** | section | | {field.description} |")
             out += rows(nested, f"{key}.")
             continue
+        items = list_item_section(field.annotation)
+        if items is not None:  # `data.sources`: each item a section of its own keys
+            out.append(f"| **`{key}`** | list | {default_text(field)} | {field.description} |")
+            out += rows(items, f"{key}[].")
+            continue
         out.append(
             f"| `{key}` | {type_name(field.annotation)} | {default_text(field)} | {field.description} |"
         )
@@ -72,6 +77,14 @@ def section_class(annotation: Any) -> type[BaseModel] | None:
     for candidate in typing.get_args(annotation) or (annotation,):
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
+    return None
+
+
+def list_item_section(annotation: Any) -> type[BaseModel] | None:
+    """The section class of a list-of-sections field (``list[DataSource] | None``), or None."""
+    for candidate in typing.get_args(annotation) or (annotation,):
+        if typing.get_origin(candidate) is list:
+            return section_class(typing.get_args(candidate)[0])
     return None
 
 

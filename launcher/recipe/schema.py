@@ -8,17 +8,19 @@ every problem is reported at once.
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from launcher.architectures import ARCHITECTURES, TRANSFORMERS_VERSION
 
 RUN_NAME = re.compile(r"[A-Za-z0-9._-]+")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 TaskName = Literal["sft", "mlm", "classification", "token_classification"]
 TASKS: tuple[str, ...] = get_args(TaskName)
-Architecture = Literal["mistral", "llama", "distilbert", "bert"]
 TokenizerAlgorithm = Literal[
     "byte_level_bpe", "bpe", "char_bpe", "wordpiece", "unigram", "retrain", "pipeline"
 ]
@@ -45,6 +47,13 @@ Scheduler = Literal[
 Precision = Literal["fp32", "bf16", "fp16"]
 Cadence = Literal["no", "steps", "epoch"]
 Tracker = Literal["tensorboard", "wandb", "mlflow"]
+# How an SFT sample is written (TRL's dataset types): plain text, a conversation, or a prompt and
+# its completion (each plain text or messages).
+SampleFormat = Literal["auto", "text", "messages", "prompt_completion"]
+LossOn = Literal["auto", "all", "completion", "assistant"]
+# The columns `data.columns` may map onto the data's own names.
+StandardColumn = Literal["messages", "prompt", "completion"]
+FileFormat = Literal["auto", "csv", "json", "parquet", "text", "conll"]
 
 
 class Section(BaseModel):
@@ -70,10 +79,11 @@ class ModelSection(Section):
     pretrained: str | None = Field(
         None, description="Hub id (`org/name`) or local folder to load with `from_pretrained`."
     )
-    architecture: Architecture | None = Field(
+    architecture: str | None = Field(
         None,
-        description="Architecture to build from `config` when not pretrained; with `pretrained`, "
-        "the architecture `--smoke` shrinks.",
+        description="Architecture to build from `config` when not pretrained (a transformers "
+        "`model_type`: `mistral`, `llama`, any decoder such as `qwen2`, `gemma`, `phi3`, `gpt2`, "
+        "`falcon`; `distilbert`, `bert`); with `pretrained`, the architecture `--smoke` shrinks.",
     )
     config: dict[str, Any] = Field(
         default_factory=dict,
@@ -95,6 +105,21 @@ class ModelSection(Section):
         description="Load the frozen weights quantized by bitsandbytes: `4bit` (NF4 with double "
         "quantization: QLoRA) or `8bit`; needs `lora`.",
     )
+
+    @field_validator("architecture")
+    @classmethod
+    def architecture_is_known(cls, value: str | None) -> str | None:
+        """A ``model_type`` the launcher builds: every decoder of the transformers release
+        ``launcher/transformers_types.py`` was generated from, and the two encoders."""
+        if value is None or value in ARCHITECTURES:
+            return value
+        close = difflib.get_close_matches(value.lower(), ARCHITECTURES, n=1, cutoff=0.6)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        raise ValueError(
+            f"{value!r} is not a decoder model_type of transformers {TRANSFORMERS_VERSION} "
+            f"(mistral, llama, qwen2, gemma, phi3, gpt2, falcon...) nor distilbert or bert; {hint}"
+            "the list: launcher/transformers_types.py"
+        )
 
 
 class TokenizerPipelineSection(Section):
@@ -183,6 +208,62 @@ class TokenizerSection(Section):
     train: TrainedTokenizerSection | None = Field(
         None, description="Train a tokenizer on the training text as the first stage of the run."
     )
+    chat_template: str | None = Field(
+        None,
+        min_length=1,
+        description="The Jinja chat template that renders messages (SFT), as text or the path of "
+        "a `.jinja`/`.j2` file; saved with the run's tokenizer. Default: the tokenizer's own "
+        "(needed when it has none).",
+    )
+
+
+class DataSource(Section):
+    """One source of a mixture (``data.sources``): a hub dataset or local files, read as
+    ``data.dataset`` / ``data.files`` would be, with its own format, columns and template."""
+
+    dataset: str | None = Field(None, description="Hub dataset id (`org/name`).")
+    dataset_config: str | None = Field(None, description="Hub dataset configuration name.")
+    files: str | list[str] | None = Field(
+        None,
+        description="Local file(s) instead of `dataset`: together one split, this source's "
+        "training rows.",
+    )
+    split: str = Field(
+        "train",
+        description="Split of `dataset` to read; slices work (`train[:5000]`, `train[10%:]`), "
+        "of `files` too.",
+    )
+    format: FileFormat = Field("auto", description="File format of `files`, as `data.format`.")
+    delimiter: str | None = Field(
+        None, min_length=1, max_length=1, description="Column separator of csv files."
+    )
+    text_column: str | None = Field(
+        None,
+        description="This source's text column, renamed to `data.text_column`; default "
+        "`data.text_column`.",
+    )
+    columns: dict[StandardColumn, str] | None = Field(
+        None,
+        description="SFT: this source's names for the columns SFT reads, as `data.columns`; "
+        "default `data.columns`.",
+    )
+    template: str | dict[Literal["prompt", "completion"], str] | None = Field(
+        None,
+        description="Build this source's text (or prompt and completion) from its columns, as "
+        "`data.template`; default `data.template`.",
+    )
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description="Share of the interleaved mixture: `weight / sum of the weights` is this "
+        "source's probability (`interleave_datasets`' `probabilities`).",
+    )
+    samples: int | None = Field(
+        None,
+        gt=0,
+        description="Take this many rows of the source, drawn at random as `data.train_samples` "
+        "draws them, before mixing. More than the source has is an error.",
+    )
 
 
 class DataSection(Section):
@@ -191,7 +272,29 @@ class DataSection(Section):
     files: dict[str, str | list[str]] | None = Field(
         None, description="Local files by split name (`train: corpus.txt`), instead of `dataset`."
     )
-    format: Literal["auto", "csv", "json", "parquet", "text", "conll"] = Field(
+    sources: list[DataSource] | None = Field(
+        None,
+        min_length=1,
+        description="Several sources mixed into the training data, instead of `dataset` / "
+        "`files`: each a hub dataset or local files with its own split, format, columns and "
+        "template (`data.sources[]` keys). Evaluation rows are held out of the mixture "
+        "(`eval_fraction`).",
+    )
+    mix: Literal["auto", "interleave", "concatenate"] = Field(
+        "auto",
+        description="How `sources` are mixed: `interleave` (`datasets.interleave_datasets`: each "
+        "row drawn from a source with probability `weight / sum of weights`, seeded by "
+        "`shuffle_seed`; no weights: one row of each in turn), `concatenate` (every row of "
+        "each), or `auto`: interleave when the sources have weights, else concatenate. With "
+        "`shuffle`, each source is shuffled before it is interleaved, so the rows of a source "
+        "that is not used up are a random subset, not its first rows.",
+    )
+    mix_stopping: Literal["first_exhausted", "all_exhausted"] = Field(
+        "first_exhausted",
+        description="Interleave: stop when the first source runs out (no row repeated; the "
+        "datasets default), or when every source has (the others' rows repeat meanwhile).",
+    )
+    format: FileFormat = Field(
         "auto",
         description="File format; `auto` reads the extension (.jsonl is json, .tsv csv, .conll "
         "conll). `conll`: one token per line, its tag in the last column, a blank line between "
@@ -230,12 +333,31 @@ class DataSection(Section):
         description="Evaluate on this many rows drawn at random, as `train_samples` does.",
     )
     text_column: str = Field("text", description="Column holding the text.")
-    template: str | None = Field(
+    template: str | dict[Literal["prompt", "completion"], str] | None = Field(
         None,
-        min_length=1,
         description="Build each row's text from its columns with a Python format string "
         '(`"### Question: {q}\\n### Answer: {a}"`, a formatting function as a recipe); the filled '
-        "template becomes `text_column`. Not for token classification.",
+        "template becomes `text_column`. SFT: a mapping `{prompt: ..., completion: ...}` makes a "
+        "prompt and its completion instead (instruction data such as alpaca's). Not for token "
+        "classification.",
+    )
+    columns: dict[StandardColumn, str] | None = Field(
+        None,
+        description="SFT: the data's own names for the columns SFT reads (`{messages: "
+        "conversations}`, `{prompt: question, completion: answer}`); plain text is `text_column`.",
+    )
+    sample_format: SampleFormat = Field(
+        "auto",
+        description="SFT: `text` (one text column), `messages` (a list of `{role, content}` "
+        "rendered by the chat template), `prompt_completion` (a prompt and its completion, each "
+        "text or messages), or `auto`: from the columns, as TRL reads them.",
+    )
+    loss_on: LossOn = Field(
+        "auto",
+        description="SFT: tokens the loss is computed on: `all`, `completion` (prompt-completion "
+        "data), `assistant` (the assistant turns of messages; the chat template needs "
+        "`{% generation %}` markers, or one TRL knows how to add them to). `auto`: `completion` "
+        "for prompt-completion data, else `all` (TRL's defaults).",
     )
     label_column: str = Field("label", description="Column holding the label (classification).")
     labels: list[str] | None = Field(

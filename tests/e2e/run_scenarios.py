@@ -19,7 +19,15 @@ ZERO = [
 SCENARIOS = {
     "ddp-1-rank": ([], 0.0),
     # One of its interruptions is a rank that hangs (SIGSTOP): the others give up after 30 s.
-    "ddp-2-ranks": (["distributed.processes_per_node=2", "distributed.timeout_min=0.5"], 1e-6),
+    # Chat SFT: conversations (generated), packed, with the loss on the assistant turns only.
+    "ddp-2-ranks": (
+        [
+            "distributed.processes_per_node=2",
+            "distributed.timeout_min=0.5",
+            "data.loss_on=assistant",
+        ],
+        1e-6,
+    ),
     "zero2-2-ranks": ([*ZERO, "distributed.zero_stage=2"], 0.0),
     "zero3-2-ranks": ([*ZERO, "distributed.zero_stage=3"], 0.0),
 }

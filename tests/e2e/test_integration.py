@@ -96,6 +96,11 @@ def test_smoke_recipe_on_two_ddp_ranks(
         re.M,
     ), rank_lines(run_dir, 0)[-3000:]
     assert (run_dir / "checkpoints" / f"checkpoint-{steps}" / "launcher-complete.json").exists()
+    if recipe == "sft-mistral":  # chat SFT (run_scenarios): the loss on the answers only
+        assert "loss on the assistant turns only" in summary
+        assert "with the ChatML chat template" in summary
+        saved = (run_dir / "model" / "chat_template.jinja").read_text()  # predict renders with it
+        assert "{%- generation %}" in saved
     if recipe == "sft-mistral":  # retention ran after each save: the newest 3 are left
         kept = sorted(
             int(p.name.split("-")[1]) for p in (run_dir / "checkpoints").glob("checkpoint-*")
@@ -492,9 +497,8 @@ def test_ddp_run_continues_on_another_world_size(killed_run: Callable[[str], Pat
     assert "distributed.processes_per_node=2" in scenario_args("ddp-2-ranks")
     forget_last_checkpoint(run_dir)
     offset = (run_dir / "logs" / "rank-0.log").stat().st_size
-    out = launcher(
-        "run", *scenario_args("ddp-1-rank"), "--run-dir", str(run_dir), cwd=run_dir.parent
-    )
+    one_rank = [*scenario_args("ddp-2-ranks"), "distributed.processes_per_node=1"]
+    out = launcher("run", *one_rank, "--run-dir", str(run_dir), cwd=run_dir.parent)
     assert "continuing" in out.stdout and "on another world size" in out.stdout
     resumed = run_dir / "checkpoints" / f"checkpoint-{STEPS - 2}"
     log = rank_log_since(run_dir, 0, offset)

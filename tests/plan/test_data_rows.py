@@ -158,3 +158,59 @@ def test_smoke_data_of_grouped_mlm_fills_blocks_in_both_splits(tmp_path: Path) -
     for name, numbers in summary.items():
         assert numbers["rows"] >= 2, name
         assert numbers["tokens"] == numbers["rows"] * smoke.data.max_length, name
+
+
+def sft(**data: Any) -> Recipe:
+    return Recipe.model_validate(
+        {
+            "name": "chat",
+            "task": "sft",
+            "model": {"architecture": "mistral"},
+            "tokenizer": {"pretrained": "org/tokenizer"},
+            "data": {"dataset": "org/chats", **data},
+        }
+    )
+
+
+def test_chat_and_instruction_samples_say_their_format_and_loss(tmp_path: Path) -> None:
+    def lines(**data: Any) -> list[str]:
+        return data_lines(build_plan(sft(**data), tmp_path / "run").summary())
+
+    assert lines(loss_on="assistant") == [
+        "samples: read from the columns as TRL reads them: messages, else prompt + completion, "
+        "else plain text (text)",
+        "loss on the assistant turns only (the template's {% generation %} blocks); samples "
+        "packed into rows of 512 tokens, each attending to itself only",
+    ]
+    assert lines(columns={"messages": "conversations"}, packing=False) == [
+        "samples: conversations (messages) rendered by the chat template",
+        "loss on every token; samples cut to 512 tokens",
+    ]
+    template = {
+        "prompt": "### Instruction:\n{instruction}\n### Response:\n",
+        "completion": "{output}",
+    }
+    assert lines(template=template)[1:] == [
+        "completion = data.template.completion filled from columns output",
+        "samples: prompt-completion pairs (text, or messages through the chat template)",
+        "loss on the completions only (prompt tokens are labelled -100); samples packed into "
+        "rows of 512 tokens, each attending to itself only",
+    ]
+    assert lines(template=template)[0].startswith("prompt = data.template.prompt filled from")
+
+
+def test_smoke_writes_chat_rows_the_data_stage_reads(tmp_path: Path) -> None:
+    """--smoke of a chat recipe: conversations under the recipe's column name, and a ChatML
+    template with generation markers for the stand-in tokenizer."""
+    from launcher.ranks.data import load_raw_splits
+    from launcher.smoke_data import write_smoke_data
+
+    recipe = sft(columns={"messages": "conversations"}, loss_on="assistant")
+    plan = build_plan(recipe, tmp_path / "run", smoke=True)
+    assert "{%- generation %}" in (plan.recipe.tokenizer.chat_template or "")
+    assert "<|im_end|>" in plan.recipe.tokenizer.special_tokens
+    write_smoke_data(plan.recipe, tmp_path / "run" / "smoke-data")
+    train = load_raw_splits(plan.recipe.data)["train"]
+    assert "messages" in train.column_names  # mapped from `conversations`
+    roles = {turn["role"] for row in train["messages"] for turn in row}
+    assert roles >= {"user", "assistant"}

@@ -327,7 +327,6 @@ def test_sft_rows_collate_like_trl_own_preparation(
     launcher's prepared rows give the same batches: same ids, same labels, same position ids."""
     import datasets
     import torch
-    from transformers import MistralConfig, MistralForCausalLM
     from trl import SFTConfig, SFTTrainer
 
     from launcher.ranks.tokenizer_stage import load_saved_tokenizer
@@ -337,25 +336,17 @@ def test_sft_rows_collate_like_trl_own_preparation(
     ours = run_prepare(recipe, tokenizer_dir, tmp_path / "cache").splits["train"]
 
     tokenizer = load_saved_tokenizer(tokenizer_dir)
-    config = MistralConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-    )
     common = {"output_dir": str(tmp_path / "out"), "max_length": 48, "packing": packing}
     common.update(report_to="none", use_cpu=True, bf16=False)
     raw = datasets.Dataset.from_list([json.loads(line) for line in corpus.read_text().splitlines()])
     theirs = SFTTrainer(
-        model=MistralForCausalLM(config),
+        model=tiny_mistral(len(tokenizer)),
         args=SFTConfig(**common),
         train_dataset=raw,
         processing_class=tokenizer,
     )
     launcher_trainer = SFTTrainer(
-        model=MistralForCausalLM(config),
+        model=tiny_mistral(len(tokenizer)),
         args=SFTConfig(**sft_arguments(common)),
         train_dataset=ours,
         processing_class=tokenizer,
@@ -373,6 +364,21 @@ def test_sft_rows_collate_like_trl_own_preparation(
             assert torch.equal(torch.as_tensor(expected[name]), torch.as_tensor(got[name])), name
     if packing:
         assert "position_ids" in expected and "attention_mask" not in expected
+
+
+def tiny_mistral(vocab_size: int) -> Any:
+    """A one-layer Mistral for SFTTrainer to be built around (it prepares data, never trains)."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    config = MistralConfig(
+        vocab_size=vocab_size,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+    )
+    return MistralForCausalLM(config)
 
 
 def test_process_count_changes_no_row(tokenizer_dir: Path, corpus: Path, tmp_path: Path) -> None:

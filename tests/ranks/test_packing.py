@@ -190,3 +190,56 @@ def tiny_tokenizer() -> Any:
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="</s>"
     )
+
+
+# --- loss on answers only ---------------------------------------------------------------------
+
+
+def answer_labels(sample: list[int], index: int) -> list[int]:
+    """The sample's labels with the loss on its answer only: a prompt of a third of it (at
+    least one token) labelled -100, as `data.loss_on: completion` or `assistant` leaves it."""
+    prompt = max(1, len(sample) // 3) if index % 3 else len(sample) // 2
+    return [-100] * prompt + sample[prompt:]
+
+
+def masked_packed_rows() -> list[dict[str, Any]]:
+    import datasets
+    from trl import pack_dataset
+
+    ids = samples()
+    labels = [answer_labels(sample, i) for i, sample in enumerate(ids)]
+    dataset = datasets.Dataset.from_dict({"input_ids": ids, "labels": labels})
+    return pack_dataset(dataset, MAX_LENGTH, "bfd").to_list()
+
+
+def masked_loss_alone(model: Any, sample: list[int], labels: list[int]) -> tuple[float, int]:
+    """The sample's summed loss over its answer tokens alone, and how many tokens that is."""
+    ids = torch.tensor([sample])
+    logits = model(input_ids=ids).logits[0, :-1]
+    targets = torch.tensor(labels[1:])
+    losses = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum")
+    return losses.item(), int((targets != -100).sum())
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_a_packed_batch_with_answer_masks_has_the_loss_of_its_answers_alone(
+    attn: str, layout: str
+) -> None:
+    """Packed with its labels, each sample keeps its own mask: the batch's labels are exactly the
+    answer tokens, and the batch loss is the answers' loss with each sample alone (no sample sees
+    another's tokens, no prompt token counts)."""
+    model, rows = tiny_mistral(attn), masked_packed_rows()
+    batch = collate(layout, rows)
+    spans = sample_spans(layout, rows, batch["input_ids"].shape[1])
+    flat_labels, flat_ids = batch["labels"].flatten(), batch["input_ids"].flatten()
+    by_sample = {tuple(s): answer_labels(s, i) for i, s in enumerate(samples())}
+    for start, end in spans:
+        expected = by_sample[tuple(flat_ids[start:end].tolist())]
+        assert flat_labels[start:end].tolist() == [-100, *expected[1:]]
+    with torch.no_grad():
+        whole = model(**batch).loss.item()
+        alone = [masked_loss_alone(model, s, by_sample[tuple(s)]) for s in samples()]
+    total, count = sum(loss for loss, _ in alone), sum(n for _, n in alone)
+    assert count < sum(len(s) - 1 for s in samples()), "prompts are left out of the loss"
+    assert abs(whole - total / count) < TOLERANCE

@@ -349,7 +349,11 @@ def wrong_types(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
         kind, _ = kind_of(FIELDS[path].annotation)
         value, where = draw(st.sampled_from(WRONG[kind])), path
         if kind == "list" and draw(st.booleans()):
-            value, where = [{"a": 1}], f"{path}.0"
+            # A list of sections (`data.sources`) takes mappings: a number is the wrong item.
+            shapes = [FIELDS[path].annotation, *get_args(FIELDS[path].annotation)]
+            lists = [shape for shape in shapes if get_origin(shape) is list]
+            sections = any(is_model(item) for shape in lists for item in get_args(shape))
+            value, where = [7 if sections else {"a": 1}], f"{path}.0"
     set_path(recipe, path, value)
     return recipe, where
 

@@ -113,6 +113,48 @@ def test_the_tutorials_recipes_pass() -> None:
                 "only for task 'mlm', not 'sft' (SFT fills rows with data.packing)",
             ),
         ),
+        (
+            "classification",
+            {"loss_on": "completion"},
+            ("data.loss_on", "only for task 'sft' (conversations, prompts and completions)"),
+        ),
+        (
+            "mlm",
+            {"template": {"prompt": "{q}", "completion": "{a}"}},
+            (
+                "data.template",
+                "a prompt/completion mapping is for task 'sft'; mlm reads one text: give one "
+                "format string",
+            ),
+        ),
+        (
+            "sft",
+            {"sample_format": "messages", "loss_on": "completion"},
+            ("data.loss_on", "'completion' needs prompt-completion samples, not messages"),
+        ),
+        (
+            "sft",
+            {"sample_format": "text", "loss_on": "assistant"},
+            ("data.loss_on", "'assistant' needs conversations (messages), not plain text"),
+        ),
+        (
+            "sft",
+            {"template": {"prompt": "{q}", "completion": "{a}"}, "sample_format": "messages"},
+            ("data.sample_format", "'messages', but data.template makes prompt-completion pairs"),
+        ),
+        (
+            "sft",
+            {"template": {"prompt": "{q}"}, "columns": {"prompt": "question"}},
+            ("data.columns", "prompt set here and by data.template: one of the two"),
+        ),
+        (
+            "sft",
+            {"template": {"prompt": "{q", "completion": "{a}"}},
+            (
+                "data.template.prompt",
+                "'{q': not a valid format string: expected '}' before end of string",
+            ),
+        ),
     ],
 )
 def test_each_mistake_is_named_by_its_key(
@@ -146,3 +188,21 @@ def test_template_fields_are_the_columns_it_reads(template: str, fields: list[st
 def test_templates_that_cannot_fill_a_row_are_refused(template: str, message: str) -> None:
     with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
         template_fields(template)
+
+
+def test_a_chat_template_file_must_exist(tmp_path: Any) -> None:
+    recipe = Recipe.model_validate(
+        {
+            "name": "chat",
+            "task": "sft",
+            "model": {"architecture": "mistral"},
+            "tokenizer": {"pretrained": "org/tokenizer", "chat_template": "templates/chat.jinja"},
+            "data": {"dataset": "org/chats", "loss_on": "assistant"},
+        }
+    )
+    assert [p for p in check_recipe(recipe) if p[0] == "tokenizer.chat_template"] == [
+        ("tokenizer.chat_template", "templates/chat.jinja does not exist (or is not a file)")
+    ]
+    (tmp_path / "chat.jinja").write_text("{{ messages }}")
+    recipe.tokenizer.chat_template = str(tmp_path / "chat.jinja")
+    assert not [p for p in check_recipe(recipe) if p[0] == "tokenizer.chat_template"]

@@ -76,13 +76,14 @@ def problems(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> l
 # --- shipped recipes -----------------------------------------------------------------------------
 
 
-def test_five_recipes_are_shipped() -> None:
+def test_six_recipes_are_shipped() -> None:
     assert [p.stem for p in SHIPPED] == [
         "classification-imdb",
         "mlm-scratch",
         "ner",
         "sft-mistral-7b-zero3",
         "sft-mistral",
+        "sft-qlora-7b",
     ]
 
 
@@ -957,7 +958,7 @@ def test_cli_recipes_lists_the_shipped_recipes(capsys) -> None:
     assert main(["recipes"]) == 0
     lines = capsys.readouterr().out.splitlines()
     expected = {p.stem: yaml.safe_load(p.read_text())["description"] for p in SHIPPED}
-    assert len(lines) == len(SHIPPED) == 5
+    assert len(lines) == len(SHIPPED) == 6
     for line, (name, description) in zip(lines, expected.items(), strict=True):
         assert line.split(maxsplit=1) == [name, description]
 
