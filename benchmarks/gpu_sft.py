@@ -2,15 +2,21 @@
 
     python benchmarks/gpu_sft.py            # one GPU: ~0.9B Mistral, bf16, packing, seq 2048,
                                             # DDP / ZeRO-2 / ZeRO-3 x fused AdamW / paged AdamW
-                                            # 32-bit / 8-bit AdamW
+                                            # 32-bit / 8-bit AdamW, and QLoRA (DDP, paged AdamW)
     python benchmarks/gpu_sft.py --tiny     # CPU smoke test of this script: tiny model, 2 settings
+                                            # (the QLoRA row is skipped without CUDA)
 
 The model is recipes/sft-mistral.yaml's architecture scaled to about 1B parameters (hidden 2048,
 16 layers, 16 heads, 8 KV heads, intermediate 5632, vocabulary 32000: N = 0.89B), built from
 config in bf16, packed rows of 2048 tokens, SDPA attention (``flash_attention_2`` when flash-attn
 is installed).
 Each setting is one ``launcher run`` of that recipe with overrides, so the numbers are those of
-the path users run. The data is generated text (the GPU machines are offline) and the tokenizer a
+the path users run. The QLoRA row trains LoRA adapters (r=16, alpha 32, dropout 0.05, every linear
+layer but the head) on the same model's weights frozen in 4-bit NF4 with double quantization
+(``model.lora``, ``model.quantization=4bit``: bitsandbytes, computing in bf16), under DDP with
+paged 32-bit AdamW as in the QLoRA paper; the rank builds the base model from config once and
+loads it quantized. It is measured on CUDA only: elsewhere (``--tiny`` on CPU) it is skipped, with
+a line that says so. The data is generated text (the GPU machines are offline) and the tokenizer a
 byte-level BPE trained on it once by ``launcher tokenizer``; prepared data is cached across
 settings, which changes start-up time only.
 
@@ -20,7 +26,10 @@ Measured per setting, over the steps after the first fifth (at least 2 skipped):
   parameters that multiply (all but the input embedding table), L layers, H hidden size, S the
   sequence length; attention counted over the whole row, as if packed documents attended across
   each other (they do not: the real attention work is smaller, so this MFU errs high by that
-  much); peak is the GPU's dense bf16 peak (H100 SXM: 989 TFLOP/s) from a table by name;
+  much); peak is the GPU's dense bf16 peak (H100 SXM: 989 TFLOP/s) from a table by name. For
+  QLoRA, 4 N + 6 A + 12 L H S: frozen weights get no weight gradient (forward and input gradient
+  only), the A adapter parameters get all three; dequantizing the 4-bit weights is overhead, not
+  model FLOPs, so it lowers the MFU;
 - peak memory: ``max_memory_allocated`` from the ranks' metrics when they record it, else the
   peak of ``nvidia-smi``'s used memory (CUDA context and allocator cache included); on CPU the
   largest process's peak resident memory.
@@ -41,6 +50,7 @@ import time
 from dataclasses import dataclass
 from importlib.util import find_spec
 from pathlib import Path
+from typing import NamedTuple
 
 from common import REPO, command_line, console_script, machine_line, markdown_table
 
@@ -69,7 +79,36 @@ STRATEGIES = {
 # AdamW as torch's fused kernel (the fastest torch AdamW on a GPU), bitsandbytes' paged 32-bit and
 # 8-bit AdamW.
 OPTIMIZERS = ("adamw_torch_fused", "paged_adamw_32bit", "adamw_8bit")
-TINY_SETTINGS = (("ddp", "adamw_torch"), ("zero2", "adamw_8bit"))
+# What trains: every weight, or LoRA adapters on 4-bit NF4 weights (QLoRA), as recipe overrides.
+LORA_R = 16
+WEIGHTS = {
+    "full": [],
+    "qlora": [
+        f"model.lora={{r: {LORA_R}, alpha: 32, dropout: 0.05, target_modules: all-linear}}",
+        "model.quantization=4bit",
+    ],
+}
+WEIGHTS_LABEL = {"full": "full", "qlora": f"QLoRA (NF4, r={LORA_R})"}
+
+
+class Setting(NamedTuple):
+    """One row: ``STRATEGY:OPTIMIZER[:WEIGHTS]`` on the command line."""
+
+    strategy: str
+    optimizer: str
+    weights: str = "full"
+
+    @property
+    def name(self) -> str:  # the run's folder
+        suffix = "" if self.weights == "full" else f"-{self.weights}"
+        return f"{self.strategy}-{self.optimizer}{suffix}"
+
+
+QLORA_SETTING = Setting("ddp", "paged_adamw_32bit", "qlora")
+TINY_SETTINGS = (Setting("ddp", "adamw_torch"), Setting("zero2", "adamw_8bit"), QLORA_SETTING)
+# bitsandbytes runs 4-bit layers on CPU too (tests/e2e/test_lora.py trains QLoRA there), but slowly,
+# and that figure would say nothing about a GPU.
+NEEDS_CUDA = {"qlora": "a GPU measurement (4-bit on CPU is slow and says nothing about a GPU)"}
 # Dense bf16 peak FLOP/s by GPU name (first match wins; vendor data sheets, no sparsity).
 PEAK_BF16 = (
     ("H100 PCIe", 756e12),
@@ -153,7 +192,7 @@ def attention(gpu: bool) -> str:
     return "flash_attention_2" if gpu and find_spec("flash_attn") else "sdpa"
 
 
-def run_overrides(size: Size, strategy: str, optimizer: str, tokenizer: Path, data: Path,
+def run_overrides(size: Size, setting: Setting, tokenizer: Path, data: Path,
                   gpu: bool) -> list[str]:  # fmt: skip
     model = {**size.model, "max_position_embeddings": max(size.seq, 4096)}
     return [
@@ -169,11 +208,55 @@ def run_overrides(size: Size, strategy: str, optimizer: str, tokenizer: Path, da
         "training.logging_steps=1",
         "training.warmup_steps=1",
         f"training.precision={size.precision}",
-        f"training.optimizer={optimizer}",
+        f"training.optimizer={setting.optimizer}",
         "checkpointing.strategy='no'",  # quoted: a bare `no` is YAML 1.1's false
         "distributed.processes_per_node=1",
-        *STRATEGIES[strategy],
+        *STRATEGIES[setting.strategy],
+        *WEIGHTS[setting.weights],
     ]
+
+
+def parse_settings(text: str) -> list[Setting]:
+    """``ddp:adamw_torch_fused,ddp:paged_adamw_32bit:qlora`` as settings; every malformed item
+    is named at once, with the allowed values."""
+    settings, problems = [], []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) not in (2, 3) or not all(parts):
+            problems.append(f"{item!r}: expected STRATEGY:OPTIMIZER or STRATEGY:OPTIMIZER:WEIGHTS")
+            continue
+        setting = Setting(*parts)
+        if setting.strategy not in STRATEGIES:
+            problems.append(f"{item!r}: strategy {setting.strategy!r} is not one of "
+                            f"{', '.join(STRATEGIES)}")  # fmt: skip
+        if setting.weights not in WEIGHTS:
+            problems.append(f"{item!r}: weights {setting.weights!r} is not one of "
+                            f"{', '.join(WEIGHTS)}")  # fmt: skip
+        settings.append(setting)
+    if problems:
+        raise ValueError("--settings: " + "; ".join(problems))
+    return settings
+
+
+def default_settings(tiny: bool) -> list[Setting]:
+    if tiny:
+        return list(TINY_SETTINGS)
+    return [Setting(s, o) for s in STRATEGIES for o in OPTIMIZERS] + [QLORA_SETTING]
+
+
+def split_runnable(settings: list[Setting], cuda: bool) -> tuple[list[Setting], list[str]]:
+    """The settings this machine can run, and a line for each one it skips (and why)."""
+    runnable, skipped = [], []
+    for setting in settings:
+        reason = NEEDS_CUDA.get(setting.weights)
+        if reason and not cuda:
+            skipped.append(
+                f"skipped {setting.strategy} {setting.optimizer} {WEIGHTS_LABEL[setting.weights]}: "
+                f"{reason}; this machine has no CUDA GPU (nvidia-smi found none)"
+            )
+        else:
+            runnable.append(setting)
+    return runnable, skipped
 
 
 class GpuMemoryPoll:
@@ -213,7 +296,7 @@ PEAK_RSS_WRAPPER = (
 
 @dataclass(frozen=True)
 class Result:
-    setting: str
+    setting: Setting
     tokens_per_second: float
     steps_timed: int
     first_step_s: float
@@ -221,8 +304,9 @@ class Result:
     peak_memory: str
 
 
-def run_setting(name: str, overrides: list[str], work: Path, env: dict[str, str],
+def run_setting(setting: Setting, overrides: list[str], work: Path, env: dict[str, str],
                 gpu: bool) -> Result:  # fmt: skip
+    name = setting.name
     run_dir = work / name
     rss_file = work / f"{name}.maxrss"
     argv = [*console_script("launcher"), "run", str(RECIPE), *overrides, "--run-dir", str(run_dir)]
@@ -257,7 +341,7 @@ def run_setting(name: str, overrides: list[str], work: Path, env: dict[str, str]
     else:
         memory = f"{int(rss_file.read_text()) / 2**20:.2f} GiB RSS"
     return Result(
-        setting=name,
+        setting=setting,
         tokens_per_second=tokens / seconds,
         steps_timed=len(timed),
         first_step_s=steps[0]["time"] - started,
@@ -295,18 +379,39 @@ def flops_per_token(model: dict[str, int], vocab: int, seq: int) -> tuple[int, i
     return total, matmul, 6 * matmul + 12 * layers * hidden * seq
 
 
-def main() -> int:
+def adapter_parameters(model: dict[str, int], vocab: int) -> int:
+    """A: the parameters of the QLoRA row's adapters (r x (inputs + outputs) per linear layer),
+    counted as the plan counts them."""
+    sys.path.insert(0, str(REPO))
+    from launcher.plan.adapters import count_adapters
+
+    return count_adapters("mistral", model, "sft", 0, LORA_R, "all-linear", 0).adapters
+
+
+def flops_per_token_of(setting: Setting, model: dict[str, int], vocab: int, seq: int) -> int:
+    """Model FLOPs per token of one row: 6 N + 12 L H S, or for QLoRA 4 N + 6 A + 12 L H S."""
+    _, matmul, full = flops_per_token(model, vocab, seq)
+    if setting.weights == "full":
+        return full
+    return full - 2 * matmul + 6 * adapter_parameters(model, vocab)
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="CPU smoke test: tiny, 2 settings")
+    parser.add_argument(
+        "--tiny", action="store_true", help="CPU smoke test: tiny, 2 settings (+ QLoRA on CUDA)"
+    )
     parser.add_argument("--steps", type=int, help="optimizer steps per setting")
     parser.add_argument("--batch", type=int, help="micro batch (rows of --seq tokens)")
     parser.add_argument("--seq", type=int, help="tokens per packed row")
     parser.add_argument(
-        "--settings", help="comma-separated STRATEGY:OPTIMIZER (default: all, or 2 with --tiny)"
+        "--settings",
+        help="comma-separated STRATEGY:OPTIMIZER[:WEIGHTS], WEIGHTS full (default) or qlora "
+        "(default: all, or 3 with --tiny)",
     )
     parser.add_argument("--peak-tflops", type=float, help="dense bf16 peak, if not in the table")
     parser.add_argument("--keep", type=Path, help="keep runs in this folder (new or empty)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     name = gpu_name()
     gpu = name is not None and not args.tiny
@@ -325,12 +430,16 @@ def main() -> int:
         vocab=size.vocab,
         precision=size.precision,
     )
-    if args.settings:
-        settings = [tuple(item.split(":")) for item in args.settings.split(",")]
-    elif args.tiny:
-        settings = list(TINY_SETTINGS)
-    else:
-        settings = [(s, o) for s in STRATEGIES for o in OPTIMIZERS]
+    try:
+        chosen = parse_settings(args.settings) if args.settings else default_settings(args.tiny)
+    except ValueError as error:
+        parser.error(str(error))
+    settings, skipped = split_runnable(chosen, cuda=name is not None)
+    for line in skipped:
+        print(line, flush=True)
+    if not settings:
+        print("nothing left to run")
+        return 0
 
     work = args.keep or Path(tempfile.mkdtemp(prefix="launcher-gpu-sft-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -349,9 +458,9 @@ def main() -> int:
         total, matmul, per_token = flops_per_token(size.model, vocab, size.seq)
         peak = peak_flops(name, args.peak_tflops) if gpu else None
         results = []
-        for strategy, optimizer in settings:
-            overrides = run_overrides(size, strategy, optimizer, tokenizer, data, gpu)
-            results.append(run_setting(f"{strategy}-{optimizer}", overrides, work, env, gpu))
+        for setting in settings:
+            overrides = run_overrides(size, setting, tokenizer, data, gpu)
+            results.append(run_setting(setting, overrides, work, env, gpu))
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -369,15 +478,23 @@ def main() -> int:
         f"{attention(gpu)}; {size.steps} steps per setting"
     )
     print(f"{FLOPS_FORMULA}: {per_token / 1e9:.3f} GFLOP/token, peak "
-          f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'n/a'}\n")  # fmt: skip
+          f"{f'{peak / 1e12:.0f} TFLOP/s' if peak else 'n/a'}")  # fmt: skip
+    if any(result.setting.weights == "qlora" for result in results):
+        qlora = flops_per_token_of(QLORA_SETTING, size.model, vocab, size.seq)
+        adapters = adapter_parameters(size.model, vocab)
+        print(f"QLoRA rows: MFU = (4*N + 6*A + 12*L*H*S) * tokens/s / peak, A = {adapters:,} "
+              f"adapter parameters: {qlora / 1e9:.3f} GFLOP/token")  # fmt: skip
+    print()
     rows = []
     for result in results:
-        mfu = per_token * result.tokens_per_second / peak if peak else None
-        strategy, optimizer = result.setting.split("-", 1)
+        setting = result.setting
+        flops = flops_per_token_of(setting, size.model, vocab, size.seq)
+        mfu = flops * result.tokens_per_second / peak if peak else None
         rows.append(
             (
-                strategy,
-                optimizer,
+                setting.strategy,
+                setting.optimizer,
+                WEIGHTS_LABEL[setting.weights],
                 f"{result.tokens_per_second:,.0f}",
                 "n/a" if mfu is None else f"{mfu:.3f}",
                 result.peak_memory,
@@ -389,6 +506,7 @@ def main() -> int:
     headers = (
         "strategy",
         "optimizer",
+        "weights",
         "tokens/s",
         "MFU",
         "peak memory",
@@ -397,12 +515,15 @@ def main() -> int:
         "total s",
     )
     print(markdown_table(headers, rows))
-    if peak:
-        best = max(results, key=lambda r: r.tokens_per_second)
+    for line in skipped:
+        print(line)
+    full = [r for r in results if r.setting.weights == "full"]
+    if peak and full:  # the bar is full fine-tuning's
+        best = max(full, key=lambda r: r.tokens_per_second)
         best_mfu = per_token * best.tokens_per_second / peak
         verdict = "yes" if best_mfu >= 0.40 else "NO"
-        print(f"\nbar: best MFU {best_mfu:.3f} ({best.setting}) >= 0.40: {verdict}")
-    else:
+        print(f"\nbar: best MFU {best_mfu:.3f} ({best.setting.name}) >= 0.40: {verdict}")
+    elif not peak:
         print("\nMFU: n/a (no GPU peak: CPU run or unknown GPU; see --peak-tflops)")
     return 0
 

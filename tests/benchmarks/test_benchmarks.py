@@ -133,8 +133,11 @@ def test_gpu_sft_tiny_trains_through_the_launcher(tmp_path: Path) -> None:
     assert re.search(r"N = [\d,]+ parameters", output)
     rows = {(row[0], row[1]): row for row in table(output)}
     assert set(rows) == {("ddp", "adamw_torch"), ("zero2", "adamw_8bit")}
+    # The QLoRA row needs CUDA: on this CPU machine it is skipped, and says so.
+    assert "skipped ddp paged_adamw_32bit QLoRA (NF4, r=16): " in output
     for (strategy, optimizer), row in rows.items():
-        tokens_per_second, mfu, memory = row[2], row[3], row[4]
+        assert row[2] == "full"
+        tokens_per_second, mfu, memory = row[3], row[4], row[5]
         assert float(tokens_per_second.replace(",", "")) > 0
         assert mfu == "n/a"  # CPU: no peak to divide by
         assert re.fullmatch(r"[\d.]+ GiB RSS", memory) and float(memory.split()[0]) > 0
