@@ -3,8 +3,8 @@ slowly), real ranks and DeepSpeed engines, on the SFT smoke recipe.
 
 - QLoRA on one rank: trains, is continued from a checkpoint as if killed and ends with the very
   same adapter, exports as a PEFT adapter and as one merged model (logits checked), and predicts.
-- LoRA under DeepSpeed ZeRO-3 on two ranks: the adapter is exported from the fp32 master
-  weights in the shards.
+- LoRA under DeepSpeed ZeRO-3 on two ranks, on conversations with the loss on the assistant's
+  answers: the adapter is exported from the fp32 master weights in the shards.
 
 
 Training runs as users run it (``launcher run``, a process); export and predict run in process
@@ -14,6 +14,7 @@ Training runs as users run it (``launcher run``, a process); export and predict 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -118,17 +119,22 @@ def test_lora_under_deepspeed_zero3_on_two_ranks(
 ) -> None:
     """ZeRO-3 partitions parameters as the model is built, a collective of every rank: the
     frozen base must be built and saved by rank 0 alone with that off (it hung), then loaded by
-    all. (ZeRO-2, QLoRA under it included, ran by hand; the suite's time pays for one stage.)"""
+    all. The data are conversations with the loss on the assistant turns (chat SFT with LoRA).
+    (ZeRO-2, QLoRA under it included, ran by hand; the suite's time pays for one stage.)"""
     run_dir, _ = run_lora(
         workdir,
         "distributed.strategy=deepspeed",
         "distributed.zero_stage=3",
         "distributed.processes_per_node=2",
+        "data.loss_on=assistant",  # chat SFT: conversations, the loss on the answers only
     )
     for rank in (0, 1):
         log = (run_dir / "logs" / f"rank-{rank}.log").read_text()
         assert "world 2, global batch" in log
-    assert "adapters: 16,384 trainable parameters" in (run_dir / "logs" / "rank-0.log").read_text()
+    rank0 = (run_dir / "logs" / "rank-0.log").read_text()
+    assert "adapters: 16,384 trainable parameters" in rank0
+    assert re.search(r"data: prepared sft-\w+ .*: train \d+ rows", rank0)
+    assert "loss on the assistant turns only" in (run_dir / "plan" / "summary.txt").read_text()
     adapter = workdir / "adapter"
     out = cli(capsys, "export", str(run_dir), "-o", str(adapter))
     assert "DeepSpeed fp32 master weights of global_step4" in out
