@@ -170,6 +170,10 @@ def test_a_run_trained_on_chats_reads_conversations_prompts_and_bare_texts(tmp_p
     assert (pair.text, pair.messages) == ("Q: Why?\nA:", None)
     (text,) = read_examples(None, ["Once upon"], plain)
     assert text.messages is None  # a text model continues a bare text
+    prompt = [{"role": "user", "content": "Why?"}]
+    rows.write_text(json.dumps({"prompt": prompt, "completion": [{"role": "assistant"}]}) + "\n")
+    (pair,) = read_examples(rows, [], columns)
+    assert (pair.messages, list(pair.extra)) == (prompt, ["completion"])
     rows.write_text(json.dumps({"chat": [{"role": "assistant", "content": "Hi"}]}) + "\n")
     with pytest.raises(LauncherError, match="row 1: the conversation has no turn to answer"):
         read_examples(rows, [], columns)

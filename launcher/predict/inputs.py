@@ -119,8 +119,9 @@ def text_example(text: str, columns: Columns) -> Example:
 
 def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -> Example:
     """The text (or words) of a row and its gold label or tags when it has them."""
-    if isinstance(row.get(columns.messages), list):
-        return conversation_example(row, columns, path, number)
+    for column in (columns.messages, columns.prompt):  # a conversation, or a prompt in messages
+        if isinstance(row.get(column), list):
+            return conversation_example(row, column, path, number)
     if columns.prompt_template and set(template_fields(columns.prompt_template)) <= set(row):
         # The prompt filled as training filled it (``data.template.prompt``); the model answers.
         return Example(text=fill(columns.prompt_template, row), extra=dict(row))
@@ -155,17 +156,17 @@ def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -
     return Example(text=text, gold=gold if gold not in ("", None) else None, extra=extra)
 
 
-def conversation_example(row: dict[str, Any], columns: Columns, path: Path, number: int) -> Example:
+def conversation_example(row: dict[str, Any], column: str, path: Path, number: int) -> Example:
     """A conversation up to its last turn that is not the assistant's: the model writes the
     next answer (an answer already there is kept in the row, for comparison)."""
     turns = [
         {{"from": "role", "value": "content"}.get(k, k): v for k, v in turn.items()}
-        for turn in row[columns.messages]
+        for turn in row[column]
         if isinstance(turn, dict)
     ]
     while turns and turns[-1].get("role") == "assistant":
         turns.pop()
     if not turns:
         raise LauncherError(f"--input: {path} row {number}: the conversation has no turn to answer")
-    extra = {k: v for k, v in row.items() if k != columns.messages}
+    extra = {k: v for k, v in row.items() if k != column}
     return Example(text=str(turns[-1].get("content", "")), messages=turns, extra=extra)

@@ -9,6 +9,7 @@ option the task ignores).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,35 +91,51 @@ def named_columns(recipe: Recipe, names: list[str]) -> Iterator[Problem]:
 
 def template_problems(recipe: Recipe) -> Iterator[Problem]:
     """A template must parse and name columns; token classification reads words, not a text."""
-    template = recipe.data.template
-    if template is None:
-        return
-    if recipe.task == "token_classification":
+    if recipe.data.template is not None:
+        yield from template_problems_at("data.template", recipe.data.template, recipe.task)
+
+
+# The parts a mapping template makes (SFT's prompt-completion pairs).
+TEMPLATE_PARTS = ("prompt", "completion")
+
+
+def template_problems_at(key: str, template: str | dict[str, str], task: str) -> Iterator[Problem]:
+    """The problems of one template (``data.template`` or a source's) at key path ``key``."""
+    if task == "token_classification":
         yield (
-            "data.template",
+            key,
             "token classification reads words and tags (data.tokens_column, "
             "data.tags_column), not a text a template could make",
         )
         return
-    if isinstance(template, dict) and recipe.task != "sft":
+    if isinstance(template, dict) and task != "sft":
         yield (
-            "data.template",
-            f"a prompt/completion mapping is for task 'sft'; {recipe.task} reads one text: "
+            key,
+            f"a prompt/completion mapping is for task 'sft'; {task} reads one text: "
             "give one format string",
         )
         return
-    for key, text in templates(template).items():
+    if isinstance(template, dict):
+        for part in template:
+            if part not in TEMPLATE_PARTS:
+                close = difflib.get_close_matches(part, TEMPLATE_PARTS, n=1)
+                hint = f"did you mean `{close[0]}`? " if close else ""
+                yield (
+                    f"{key}.{part}",
+                    f"not a part of a template; {hint}allowed: prompt, completion",
+                )
+    for at, text in templates(template, key).items():
         try:
             template_fields(text)
         except TemplateError as error:
-            yield key, f"{text!r}: {error}"
+            yield at, f"{text!r}: {error}"
 
 
-def templates(template: str | dict[str, str]) -> dict[str, str]:
-    """``data.template``'s format strings by key path (one, or a prompt and a completion)."""
+def templates(template: str | dict[str, str], key: str = "data.template") -> dict[str, str]:
+    """A template's format strings by key path (one, or a prompt and a completion)."""
     if isinstance(template, dict):
-        return {f"data.template.{column}": text for column, text in template.items()}
-    return {"data.template": template}
+        return {f"{key}.{part}": text for part, text in template.items() if part in TEMPLATE_PARTS}
+    return {key: template}
 
 
 def sft_sample_problems(recipe: Recipe) -> Iterator[Problem]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from launcher.recipe.data_template import TemplateError, template_fields
+from launcher.recipe.data_checks import template_problems_at
 from launcher.recipe.schema import DataSection, DataSource, Recipe, split_name
 
 Problem = tuple[str, str]
@@ -195,13 +195,7 @@ def source_option_problems(recipe: Recipe) -> Iterator[Problem]:
     for index, source in enumerate(data.sources or []):
         key = source_key(index)
         if source.template is not None:
-            if recipe.task == "token_classification":
-                yield f"{key}.template", "token classification reads words and tags, not a text"
-            else:
-                try:
-                    template_fields(source.template)
-                except TemplateError as error:
-                    yield f"{key}.template", f"{source.template!r}: {error}"
+            yield from template_problems_at(f"{key}.template", source.template, recipe.task)
         if source.columns is not None and recipe.task != "sft":
             yield f"{key}.columns", f"names the columns SFT reads; task {recipe.task!r} reads text"
     if data.sources and recipe.task == "token_classification" and not data.labels:

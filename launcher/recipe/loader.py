@@ -356,6 +356,11 @@ def describe_validation_error(
         message = "required, but not set"
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = f"{brief(item['input'])}: expected a mapping of settings"
+    elif item["loc"] and item["loc"][-1] == "[key]" and kind == "literal_error":
+        allowed = re.findall(r"'([^']*)'", item["ctx"]["expected"])
+        close = difflib.get_close_matches(str(item["input"]), allowed, n=1)
+        hint = f"did you mean `{close[0]}`? " if close else ""
+        message = f"{brief(item['input'])}: not a key here; {hint}allowed: {', '.join(allowed)}"
     elif item["loc"] and item["loc"][-1] == "[key]":
         message = f"{brief(item['input'])}: keys here must be text (put it in quotes)"
     elif kind in ("value_error", "assertion_error"):

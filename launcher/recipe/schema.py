@@ -247,7 +247,7 @@ class DataSource(Section):
         description="SFT: this source's names for the columns SFT reads, as `data.columns`; "
         "default `data.columns`.",
     )
-    template: str | dict[Literal["prompt", "completion"], str] | None = Field(
+    template: str | dict[str, str] | None = Field(
         None,
         description="Build this source's text (or prompt and completion) from its columns, as "
         "`data.template`; default `data.template`.",
@@ -333,7 +333,7 @@ class DataSection(Section):
         description="Evaluate on this many rows drawn at random, as `train_samples` does.",
     )
     text_column: str = Field("text", description="Column holding the text.")
-    template: str | dict[Literal["prompt", "completion"], str] | None = Field(
+    template: str | dict[str, str] | None = Field(
         None,
         description="Build each row's text from its columns with a Python format string "
         '(`"### Question: {q}\\n### Answer: {a}"`, a formatting function as a recipe); the filled '

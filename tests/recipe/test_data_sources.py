@@ -140,9 +140,11 @@ def test_task_rules_of_a_source() -> None:
         problems({**A, "columns": {"prompt": "q"}}, task="mlm")
     )
     found = problems({**A, "template": "{a}"}, task="token_classification")
-    assert ("data.sources.0.template", "token classification reads words and tags, not a text") in (
-        found
-    )
+    assert (
+        "data.sources.0.template",
+        "token classification reads words and tags (data.tokens_column, "
+        "data.tags_column), not a text a template could make",
+    ) in (found)
     assert any(key == "data.labels" and "mixture" in message for key, message in found)
 
 
