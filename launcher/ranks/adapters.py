@@ -76,6 +76,7 @@ def add_adapters(recipe: Recipe, model: Any) -> Any:
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=recipe.training.gradient_checkpointing
         )
+        no_packed_inference_weights(model)
     config = LoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
@@ -88,6 +89,20 @@ def add_adapters(recipe: Recipe, model: Any) -> Any:
         task_type=PEFT_TASK_TYPES[recipe.task],
     )
     return get_peft_model(model, config)
+
+
+def no_packed_inference_weights(model: Any) -> None:
+    """Keep bitsandbytes' 4-bit layers in their training layout on CPU.
+
+    On a CPU with AVX512-BF16, a 4-bit layer's forward in eval mode repacks its weights into a
+    layout for inference and keeps them so; only saving a state dict turns them back. Training
+    after an evaluation then adds the bias in place to a tensor autograd needs and fails ("a view
+    of a leaf Variable ... in-place operation"): on every rank but the one that saved, or after
+    an evaluation at a step without a checkpoint (found with QLoRA on 2 DDP ranks, rank 1). GPUs
+    never repack."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def trainable_summary(model: Any) -> str:

@@ -36,6 +36,9 @@ AUTO_CLASSES = {
     "mlm-scratch": "AutoModelForMaskedLM",
     "classification-imdb": "AutoModelForSequenceClassification",
     "ner": "AutoModelForTokenClassification",
+    # QLoRA on conversations, the loss on the answers: its final model is the adapter, which
+    # transformers loads onto the base it names (RUN/base-model) through peft.
+    "sft-qlora-7b": "AutoModelForCausalLM",
 }
 
 
@@ -96,6 +99,10 @@ def test_smoke_recipe_on_two_ddp_ranks(
         re.M,
     ), rank_lines(run_dir, 0)[-3000:]
     assert (run_dir / "checkpoints" / f"checkpoint-{steps}" / "launcher-complete.json").exists()
+    if recipe == "sft-qlora-7b":  # 4-bit frozen weights on both ranks (a CPU repacking bug)
+        assert re.search(r"adapters: [\d,]+ trainable parameters", rank_lines(run_dir, 0))
+        assert "loss on the assistant turns only" in summary
+        assert "eval_loss" in result["final_metrics"]  # evaluated mid-run, then trained on
     if recipe == "sft-mistral":  # chat SFT (run_scenarios): the loss on the answers only
         assert "loss on the assistant turns only" in summary
         assert "with the ChatML chat template" in summary
@@ -160,6 +167,10 @@ def assert_predictions(
         assert [len(mask["fillers"]) for mask in row["masks"]] == [3, 3]
         scores = [filler["score"] for filler in row["masks"][0]["fillers"]]
         assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1
+    if recipe == "sft-qlora-7b":  # a chat model answers a user's message (rendered as trained)
+        assert main(["predict", str(run_dir), "--text", "Hello?", "--max-new-tokens", "4"]) == 0
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert row["prompt"] == "Hello?" and row["generated"]
     if recipe == "sft-mistral":
         (workdir / "prompts.txt").write_text("The old man\nOnce upon a time\n")
         argv = ["predict", str(run_dir), "--input", str(workdir / "prompts.txt")]
