@@ -155,10 +155,10 @@ def test_a_run_trained_on_chats_reads_conversations_prompts_and_bare_texts(tmp_p
     assert bare.messages == [{"role": "user", "content": "Hello?"}]
     rows = tmp_path / "in.jsonl"
     turns = [
-        {"from": "user", "value": "Hi"},
-        {"from": "assistant", "value": "Hello"},
-        {"from": "user", "value": "Sky colour?"},
-        {"from": "assistant", "value": "Blue"},
+        {"from": "human", "value": "Hi"},
+        {"from": "gpt", "value": "Hello"},
+        {"from": "human", "value": "Sky colour?"},
+        {"from": "gpt", "value": "Blue"},
     ]
     rows.write_text(json.dumps({"chat": turns, "id": 7}) + "\n")
     (chat,) = read_examples(rows, [], columns)

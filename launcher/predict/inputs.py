@@ -159,11 +159,9 @@ def example_of(row: dict[str, Any], columns: Columns, path: Path, number: int) -
 def conversation_example(row: dict[str, Any], column: str, path: Path, number: int) -> Example:
     """A conversation up to its last turn that is not the assistant's: the model writes the
     next answer (an answer already there is kept in the row, for comparison)."""
-    turns = [
-        {{"from": "role", "value": "content"}.get(k, k): v for k, v in turn.items()}
-        for turn in row[column]
-        if isinstance(turn, dict)
-    ]
+    from launcher.ranks.sft_samples import chatml
+
+    turns = chatml([turn for turn in row[column] if isinstance(turn, dict)])
     while turns and turns[-1].get("role") == "assistant":
         turns.pop()
     if not turns:

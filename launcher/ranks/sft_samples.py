@@ -30,8 +30,12 @@ from launcher.errors import LauncherError
 from launcher.recipe.schema import DataSection
 
 IGNORED = -100  # the label of a token the loss skips
-# ShareGPT's role names and TRL's (``maybe_convert_to_chatml`` keeps the names as they are).
+# ShareGPT's keys and role names, and the ones chat templates read. TRL's
+# ``maybe_convert_to_chatml`` renames the keys only, leaving `human` and `gpt`, which templates
+# that test `role == "user"` skip or render as unknown roles, and which no assistant mask covers;
+# the roles are renamed too (as axolotl and LLaMA-Factory read ShareGPT).
 SHAREGPT_KEYS = {"from": "role", "value": "content"}
+SHAREGPT_ROLES = {"human": "user", "gpt": "assistant"}
 
 
 class SampleError(LauncherError):
@@ -263,5 +267,12 @@ class SampleEncoder:
 
 
 def chatml(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Messages with ShareGPT's ``from``/``value`` keys renamed to ``role``/``content``."""
-    return [{SHAREGPT_KEYS.get(key, key): value for key, value in m.items()} for m in messages]
+    """Messages with ShareGPT's ``from``/``value`` keys renamed to ``role``/``content``, and its
+    ``human``/``gpt`` roles to ``user``/``assistant``."""
+    out = []
+    for message in messages:
+        renamed = {SHAREGPT_KEYS.get(key, key): value for key, value in message.items()}
+        if "from" in message:
+            renamed["role"] = SHAREGPT_ROLES.get(renamed.get("role"), renamed.get("role"))
+        out.append(renamed)
+    return out

@@ -262,3 +262,31 @@ def test_messages_without_a_chat_template_say_where_to_give_one(tmp_path: Path) 
     recipe = recipe_with(write_rows(tmp_path / "train.jsonl", rows_of("messages", count=4)))
     with pytest.raises(SampleError, match="tokenizer.chat_template: the tokenizer has no chat"):
         run_prepare(recipe, folder, tmp_path / "cache")
+
+
+def test_sharegpt_roles_read_as_user_and_assistant(
+    chat_tokenizer_dir: Path, tmp_path: Path
+) -> None:
+    """ShareGPT's `human`/`gpt` turns give the rows (and the answer masks) of the same
+    conversation written with `user`/`assistant` (TRL renames the keys only; templates and masks
+    know the standard roles)."""
+    chats = rows_of("messages", count=12, seed=7)
+    roles = {"user": "human", "assistant": "gpt", "system": "system"}
+    sharegpt = [
+        {
+            "conversations": [
+                {"from": roles[t["role"]], "value": t["content"]} for t in row["messages"]
+            ]
+        }
+        for row in chats
+    ]
+    prepared = []
+    for name, rows, keys in (
+        ("chats", chats, {}),
+        ("sharegpt", sharegpt, {"columns": {"messages": "conversations"}}),
+    ):
+        recipe = recipe_with(
+            write_rows(tmp_path / f"{name}.jsonl", rows), loss_on="assistant", **keys
+        )
+        prepared.append(run_prepare(recipe, chat_tokenizer_dir, tmp_path / name).splits["train"])
+    assert prepared[0].to_list() == prepared[1].to_list()
