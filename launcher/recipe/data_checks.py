@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from launcher.recipe.data_template import TemplateError, template_fields
+from launcher.recipe.sample_formats import renders_chats
 from launcher.recipe.schema import Recipe, file_paths
 
 Problem = tuple[str, str]
@@ -162,6 +163,14 @@ def sft_sample_problems(recipe: Recipe) -> Iterator[Problem]:
         yield "data.loss_on", f"'completion' needs prompt-completion samples, not {fmt}"
     if loss == "assistant" and fmt == "text":
         yield "data.loss_on", "'assistant' needs conversations (messages), not plain text"
+    train = recipe.tokenizer.train
+    trained = train is not None and train.algorithm != "retrain"
+    if trained and renders_chats(data) and not recipe.tokenizer.chat_template:
+        yield (
+            "tokenizer.chat_template",
+            "the run trains its tokenizer, which has no chat template, and the samples are "
+            "conversations: give one (Jinja text, or the path of a .jinja file)",
+        )
     if data.columns:
         for column, own in data.columns.items():
             if not own.strip():

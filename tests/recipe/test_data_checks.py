@@ -206,3 +206,20 @@ def test_a_chat_template_file_must_exist(tmp_path: Any) -> None:
     (tmp_path / "chat.jinja").write_text("{{ messages }}")
     recipe.tokenizer.chat_template = str(tmp_path / "chat.jinja")
     assert not [p for p in check_recipe(recipe) if p[0] == "tokenizer.chat_template"]
+
+
+def test_a_trained_tokenizer_needs_a_chat_template_for_conversations() -> None:
+    recipe = Recipe.model_validate(
+        {
+            "name": "chat",
+            "task": "sft",
+            "model": {"architecture": "mistral"},
+            "tokenizer": {"train": {"algorithm": "byte_level_bpe", "special_tokens": ["</s>"]}},
+            "data": {"dataset": "org/chats", "sample_format": "messages"},
+        }
+    )
+    expected = ("tokenizer.chat_template", "the run trains its tokenizer, which has no chat ")
+    found = [(k, m[: len(expected[1])]) for k, m in check_recipe(recipe) if k == expected[0]]
+    assert found == [expected]
+    recipe.tokenizer.chat_template = "{{ messages }}"
+    assert not [p for p in check_recipe(recipe) if p[0] == "tokenizer.chat_template"]
