@@ -30,8 +30,16 @@ from launcher.recipe.schema import (
     split_name,
 )
 from launcher.recipe.tokenizer_stages import pipeline_problems
+from launcher.transformers_types import DECODER_HEADS, TRANSFORMERS_VERSION
 
 Problem = tuple[str, str]
+
+HEAD_CLASSES = {
+    "classification": "AutoModelForSequenceClassification",
+    "token_classification": "AutoModelForTokenClassification",
+}
+# Decoders named first in a message that lists some (the whole list is in a generated file).
+WELL_KNOWN_DECODERS = ("mistral", "llama", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2")
 
 BITSANDBYTES_OPTIMIZERS = ("paged_adamw_32bit", "paged_adamw_8bit", "adamw_8bit")
 # Under ZeRO optimizer offload accelerate maps every optimizer to DeepSpeedCPUAdam (non-AdamW ones
@@ -113,6 +121,23 @@ def check_model(recipe: Recipe) -> Iterator[Problem]:
                 "model.architecture",
                 (f"{model.architecture!r} cannot do task {recipe.task!r}; allowed: {allowed}"),
             )
+        yield from head_problems(recipe.task, model.architecture)
+
+
+def head_problems(task: str, architecture: str) -> Iterator[Problem]:
+    """A decoder asked for a classifier head it does not have (most MoE and multimodal ones): the
+    rank's ``AutoModelFor...`` would fail after start-up."""
+    having = DECODER_HEADS.get(task)
+    if having is None or architecture not in DECODERS or architecture in having:
+        return
+    auto_class = HEAD_CLASSES[task]
+    examples = ", ".join(name for name in WELL_KNOWN_DECODERS if name in having)
+    yield (
+        "model.architecture",
+        f"{architecture!r} has no {auto_class} model in transformers {TRANSFORMERS_VERSION}, so "
+        f"it cannot do task {task!r}; allowed: {', '.join(ENCODERS)} or a decoder with one "
+        f"({examples}...: DECODER_HEADS of launcher/transformers_types.py)",
+    )
 
 
 def check_adapters(recipe: Recipe) -> Iterator[Problem]:

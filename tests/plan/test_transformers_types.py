@@ -28,6 +28,8 @@ the whole-number, yes/no and unset fields (None where the class derives the valu
 ``head_dim`` from the hidden size), every field it takes but ``PretrainedConfig``'s own, its
 ``attribute_map`` (generic names it also answers to), and whether it nests other configs
 (``text_config``, ``vision_config``: a multimodal or composite model).
+``DECODER_HEADS``: for the classification tasks, the decoders with that head
+(``AutoModelForSequenceClassification``, ``AutoModelForTokenClassification``).
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ def render() -> str:
     import warnings
 
     import transformers
+    from transformers.models.auto import modeling_auto
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     transformers.logging.set_verbosity_error()
@@ -125,6 +128,17 @@ def render() -> str:
         lines.append(f"        {dict(config_class.attribute_map)!r},")
         lines.append(f"        {composite!r},")
         lines.append("    ),")
+    lines.append("}")
+    heads = {
+        "classification": modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+        "token_classification": modeling_auto.MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    }
+    lines.append("DECODER_HEADS: dict[str, frozenset[str]] = {")
+    for task, mapping in heads.items():
+        having = [name for name in causal if name not in not_decoders and name in mapping]
+        lines.append(f"    {task!r}: frozenset({{")
+        lines += [f"        {name!r}," for name in having]
+        lines.append("    }),")
     lines.append("}")
     lines.append("# fmt: on")
     return "\n".join(lines) + "\n"
