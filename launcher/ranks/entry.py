@@ -25,7 +25,6 @@ from launcher.contract import PROGRESS_ENV, RunContract, RunLayout
 from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
 from launcher.ranks import runtime
-from launcher.ranks.heartbeat import Heartbeat
 from launcher.ranks.logs import Tee, guard_secrets, rank_log
 from launcher.ranks.quiet import quiet_library_noise
 from launcher.recipe.schema import Recipe
@@ -159,6 +158,8 @@ def train(layout: RunLayout) -> None:
     contract = RunContract.read(layout.contract_file)
     recipe = Recipe.model_validate(yaml.safe_load(layout.recipe_file.read_text()))
     trainer_args = json.loads(layout.trainer_args_file.read_text())
+
+    from launcher.ranks.heartbeat import Heartbeat  # imports transformers: after the quieting
 
     state = join_process_group(recipe)
     heartbeat = Heartbeat(layout, state.process_index)  # names this rank if it ever hangs

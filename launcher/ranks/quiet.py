@@ -8,6 +8,7 @@ many call sites, so Python's once-per-location rule does not hold it back).
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 NOISE: list[tuple[type[Warning], str]] = [
@@ -19,8 +20,18 @@ NOISE: list[tuple[type[Warning], str]] = [
     (UserWarning, r"Paged optimizers are not supported on CPU"),
 ]
 
+# Library loggers whose warnings are about the machine, not the run: errors only.
+QUIET_LOGGERS: list[str] = [
+    # bitsandbytes 0.50, imported with transformers' Trainer on a CPU with AVX512-BF16, looks for
+    # an optional kernel on the hub and warns "Failed to load CPU gemm_4bit_forward ... `pip
+    # install kernels`" in every rank of every run, QLoRA or not; it falls back to its own.
+    "bitsandbytes.backends.cpu.ops",
+]
+
 
 def quiet_library_noise() -> None:
-    """Install the filters (call once, before the libraries run)."""
+    """Install the filters (call once, before the libraries are imported)."""
     for category, message in NOISE:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
