@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError, first_line
+from launcher.ranks.columns import not_a_column
 from launcher.ranks.data_options import (
     fill_template,
     headerless_options,
@@ -90,10 +91,7 @@ def load_recipe_splits(recipe: Recipe) -> dict[str, Any]:
 
 def require_text_column(split: Any, column: str, name: str) -> None:
     if column not in split.column_names:
-        raise DataError(
-            f"data.text_column: {column!r} is not a column of the {name} split "
-            f"(columns: {', '.join(split.column_names)})"
-        )
+        raise DataError(not_a_column("data.text_column", column, name, split.column_names))
 
 
 def load_split(data: DataSection, split: str, key: str, words: bool = False) -> Any:
@@ -176,8 +174,7 @@ def encode_labels(split: Any, data: DataSection, name: str) -> Any:
     """Labels as ids in ``data.labels`` order; string labels are looked up by name."""
     if data.label_column not in split.column_names:
         raise DataError(
-            f"data.label_column: {data.label_column!r} is not a column of the {name} split "
-            f"(columns: {', '.join(split.column_names)})"
+            not_a_column("data.label_column", data.label_column, name, split.column_names)
         )
     ids = LabelIds(data.labels or [], "label", "data.label_column", DataError)
     return split.map(

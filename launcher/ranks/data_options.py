@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError
+from launcher.ranks.columns import not_a_column, not_columns
 from launcher.recipe.data_template import TemplateError, fill, template_fields
 from launcher.recipe.schema import DataSection
 
@@ -69,10 +70,7 @@ def map_columns(split: Any, data: DataSection, name: str) -> Any:
     missing = [own for own in mapping.values() if own not in split.column_names]
     if missing:
         key = next(f"data.columns.{std}" for std, own in mapping.items() if own == missing[0])
-        raise DataOptionError(
-            f"{key}: {missing[0]!r} is not a column of the {name} split "
-            f"(columns: {', '.join(split.column_names)})"
-        )
+        raise DataOptionError(not_a_column(key, missing[0], name, split.column_names))
     clashes = [std for std in renames.values() if std in split.column_names]
     if clashes:  # the data has both: keep the mapped one, as asked
         split = split.remove_columns(clashes)
@@ -100,11 +98,7 @@ def fill_template(split: Any, data: DataSection, name: str) -> Any:
             raise DataOptionError(f"{key}: {error}") from None
         missing = [field for field in fields[column] if field not in split.column_names]
         if missing:
-            raise DataOptionError(
-                f"{key}: {', '.join(map(repr, missing))} "
-                f"{'is not a column' if len(missing) == 1 else 'are not columns'} of the {name} "
-                f"split (columns: {', '.join(split.column_names)})"
-            )
+            raise DataOptionError(not_columns(key, missing, name, split.column_names))
 
     def texts(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {column: [] for column in templates}

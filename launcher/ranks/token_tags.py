@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.errors import LauncherError
+from launcher.ranks.columns import not_a_column
 from launcher.ranks.label_ids import LabelIds
 from launcher.recipe.schema import DataSection
 
@@ -63,10 +64,7 @@ def require_columns(split: Any, data: DataSection, name: str) -> None:
         ("data.tags_column", data.tags_column),
     ):
         if column not in split.column_names:
-            raise TagError(
-                f"{key}: {column!r} is not a column of the {name} split "
-                f"(columns: {', '.join(split.column_names)})"
-            )
+            raise TagError(not_a_column(key, column, name, split.column_names))
 
 
 def tag_names(data: DataSection, split: Any) -> list[str]:

@@ -192,6 +192,12 @@ def test_template_keeps_the_label_and_names_the_missing_column(tmp_path: Path) -
         r"\(columns: title, body, label\)",
     ):
         load_raw_splits(missing.data)
+    # A near miss is named, as a recipe key's typo is.
+    typo = recipe("classification", files={"train": str(path)}, template="{titel}: {body}")
+    with pytest.raises(
+        DataOptionError, match=r"\(columns: title, body, label; did you mean 'title'\?\)"
+    ):
+        load_raw_splits(typo.data)
 
 
 def test_a_row_the_template_cannot_fill_is_named(tmp_path: Path) -> None:
