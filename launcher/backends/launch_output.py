@@ -3,8 +3,10 @@
 ``accelerate launch`` and torchrun's elastic agent report a failed rank in their own way after
 the rank has reported it: agent log lines (``E1202 ... failed (exitcode: 1) local_rank: 0``), a
 Python traceback of the launcher itself, and torchrun's ``ChildFailedError`` box. They repeat the
-rank's error in worse words, so they go to ``logs/launcher.log`` only; everything else, a rank's
-own traceback included, is shown as it comes.
+rank's error in worse words, so they go to ``logs/launcher.log`` only. So do two start-up lines
+that say nothing about the run: torchrun's ``OMP_NUM_THREADS`` banner and DeepSpeed's "Setting
+accelerator to CPU" (accelerate imports DeepSpeed in the launch process too; the ranks quiet their
+own, ``ranks/quiet.py``). Everything else, a rank's own traceback included, is shown as it comes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,14 @@ from collections.abc import Iterator
 
 # torch.distributed.elastic logs as glog: "E1202 08:28:02.920000 2560 .../elastic/...py:1002] ..."
 AGENT_LOG = re.compile(r"^[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S*torch/distributed/elastic/")
+# torchrun's banner: "W1203 07:38:03.474000 32531 .../torch/distributed/run.py:874] ****..."
+TORCHRUN_BANNER = re.compile(
+    r"^W\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S*torch/distributed/run\.py:\d+\] "
+)
+# "[2026-12-03 07:38:02,412] [WARNING] [real_accelerator.py:213:get_accelerator] Setting ..."
+DEEPSPEED_ON_CPU = re.compile(
+    r"^\[[^]]*\] \[WARNING\] \[real_accelerator\.py:\d+:get_accelerator\] Setting accelerator to CPU\."
+)
 TRACEBACK = "Traceback (most recent call last):"
 # The last line of the agent's own traceback after a rank failed: torchrun's, or accelerate's
 # when it runs one process without torchrun.
@@ -47,7 +57,8 @@ class LaunchOutput:
         elif line.startswith(TRACEBACK):
             self.held.append(line)
         else:
-            yield line, not AGENT_LOG.match(line)
+            noise = AGENT_LOG, TORCHRUN_BANNER, DEEPSPEED_ON_CPU
+            yield line, not any(pattern.match(line) for pattern in noise)
 
     def end(self) -> Iterator[tuple[str, bool]]:
         yield from self.release(shown=True)

@@ -25,7 +25,7 @@ from launcher.contract import PROGRESS_ENV, RunContract, RunLayout
 from launcher.errors import LauncherError
 from launcher.files import write_text_atomic
 from launcher.ranks import runtime
-from launcher.ranks.logs import Tee, guard_secrets, rank_log
+from launcher.ranks.logs import Tee, guard_secrets, prints_to_log_only, rank_log
 from launcher.ranks.quiet import quiet_library_noise
 from launcher.recipe.schema import Recipe
 
@@ -178,7 +178,8 @@ def join_process_group(recipe: Recipe) -> Any:
 
         offload = recipe.distributed.offload_optimizer != "none"
         load_deepspeed_ops(runtime.cuda_available(), offload)
-    return runtime.init_distributed(recipe.distributed.timeout_min)
+    with prints_to_log_only():  # DeepSpeed's "... shm_comm_op built successfully", every rank
+        return runtime.init_distributed(recipe.distributed.timeout_min)
 
 
 def train_in(

@@ -67,6 +67,37 @@ class Tee:
         return getattr(self.stream, name)
 
 
+class LogOnly:
+    """A stdout whose text goes to the rank's log only (through the tee's ``write_log_only``)."""
+
+    def __init__(self, tee: Tee) -> None:
+        self.tee = tee
+
+    def write(self, text: str) -> int:
+        self.tee.write_log_only(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@contextmanager
+def prints_to_log_only() -> Iterator[None]:
+    """What libraries ``print`` in this block is kept in the rank's log, not shown: DeepSpeed
+    prints "DeepSpeed deepspeed.ops.comm.deepspeed_shm_comm_op built successfully" in every rank
+    of every CPU run as it joins. Their loggers keep the stream they were made with (warnings and
+    errors still show)."""
+    stdout = sys.stdout
+    if not isinstance(stdout, Tee):
+        yield
+        return
+    sys.stdout = LogOnly(stdout)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = stdout
+
+
 @contextmanager
 def rank_log(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,6 +27,21 @@ QUIET_LOGGERS: list[str] = [
     # install kernels`" in every rank of every run, QLoRA or not; it falls back to its own.
     "bitsandbytes.backends.cpu.ops",
 ]
+# Single log records dropped from a library's logger, by the start of their message.
+QUIET_RECORDS: dict[str, tuple[str, ...]] = {
+    # DeepSpeed, imported by accelerate in every rank (DDP too), on a machine without a GPU: the
+    # rank's own first line already says "CPU".
+    "DeepSpeed": ("Setting accelerator to CPU.",),
+}
+
+
+class DropRecords(logging.Filter):
+    def __init__(self, starts: tuple[str, ...]) -> None:
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
 
 
 def quiet_library_noise() -> None:
@@ -35,3 +50,7 @@ def quiet_library_noise() -> None:
         warnings.filterwarnings("ignore", message=message, category=category)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    for name, starts in QUIET_RECORDS.items():
+        library_logger = logging.getLogger(name)
+        if not any(isinstance(f, DropRecords) for f in library_logger.filters):
+            library_logger.addFilter(DropRecords(starts))

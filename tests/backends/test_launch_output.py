@@ -92,3 +92,23 @@ def test_a_traceback_cut_off_by_the_end_of_the_output_is_shown() -> None:
     cut = ACCELERATE_ONE_PROCESS.splitlines(keepends=True)[:3]
     shown, logged = sort("".join(cut))
     assert shown == logged == "".join(cut)
+
+
+# The start of a 2-rank ZeRO-2 smoke run on CPU (torch 2.13, accelerate 1.15, DeepSpeed 0.19).
+START_UP_NOISE = """\
+[2026-12-03 07:38:02,412] [WARNING] [real_accelerator.py:213:get_accelerator] Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.
+W1203 07:38:03.474000 32531 torch/distributed/run.py:874] 
+W1203 07:38:03.474000 32531 torch/distributed/run.py:874] *****************************************
+W1203 07:38:03.474000 32531 torch/distributed/run.py:874] Setting OMP_NUM_THREADS environment variable for each process to be 1 in default, to avoid your system being overloaded, please further tune the variable for optimal performance in your application as needed. 
+W1203 07:38:03.474000 32531 torch/distributed/run.py:874] *****************************************
+"""  # noqa: W291 (torchrun's own trailing spaces)
+
+
+def test_start_up_noise_of_the_launch_stays_in_the_log() -> None:
+    text = START_UP_NOISE + RANK_LINES
+    shown, logged = sort(text)
+    assert shown == RANK_LINES
+    assert logged == text
+    # A rank's own warning in the same form is shown.
+    other = "[2026-12-03 07:38:02,412] [WARNING] [engine.py:1:x] Something about this run\n"
+    assert sort(other) == (other, other)

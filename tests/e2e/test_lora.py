@@ -32,12 +32,23 @@ LORA = [
     "smoke.checkpoint_every=2",
 ]
 
+LIBRARY_NOISE = (
+    "Failed to load CPU gemm_4bit_forward",
+    "Setting accelerator to CPU",
+    "shm_comm_op built successfully",
+    "Setting OMP_NUM_THREADS",
+)
+
 
 def run_lora(workdir: Path, *overrides: str) -> tuple[Path, list[str]]:
     run_dir = workdir / "run"
     command = ["run", "sft-mistral", "--smoke", "--run-dir", str(run_dir), *LORA, *overrides]
     out = launcher(*command, cwd=workdir)
     assert "finished in" in out.stdout, out.stdout[-2000:]
+    # The libraries' machine noise stays out of the terminal (bitsandbytes' optional kernel on
+    # AVX512-BF16 CPUs, DeepSpeed finding no GPU, its shared-memory op, torchrun's banner).
+    for noise in LIBRARY_NOISE:
+        assert noise not in out.stdout + out.stderr, noise
     return run_dir, command
 
 
