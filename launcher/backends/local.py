@@ -75,7 +75,14 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
         started = time.monotonic()
         returncode = launch(plan, out)
         elapsed = time.monotonic() - started
-        if layout.stopped_file.exists():
+        if layout.result_file.exists():  # the ranks saved the model and wrote the result
+            if returncode != 0:  # e.g. Ctrl-C while they exited: nothing was lost
+                print(
+                    f"\nnote: the launch ended with exit code {returncode} after the ranks had "
+                    "saved the model and their result; the run is complete.",
+                    file=out,
+                )
+        elif layout.stopped_file.exists():
             stopped = json.loads(layout.stopped_file.read_text())
             print(
                 f"\nstopped on {stopped['signal']} with a complete checkpoint at step "
@@ -83,7 +90,7 @@ def run_held(plan: Plan, out: TextIO, continuing: bool) -> int:
                 file=out,
             )
             return 130
-        if returncode != 0:
+        elif returncode != 0:
             from launcher.backends.jobs import failure_lines
 
             details = failure_lines(layout, streamed=True) or [
@@ -181,6 +188,10 @@ def launch(plan: Plan, out: TextIO) -> int:
         finally:
             if process.poll() is None:
                 stop_group(process)
+            # The ranks are gone: a late Ctrl-C must not turn the report into a traceback. (A
+            # Python handler, not SIG_IGN, which programs started later would inherit.)
+            signal.signal(signal.SIGINT, lambda number, frame: None)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     finally:
         with contextlib.suppress(OSError):  # what did not fit on a full disk
             log.close()
