@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from launcher.recipe.data_template import TemplateError, template_fields
-from launcher.recipe.sample_formats import renders_chats
+from launcher.recipe.sample_formats import planned_format, renders_chats
 from launcher.recipe.schema import Recipe, file_paths
 
 Problem = tuple[str, str]
@@ -159,10 +159,18 @@ def sft_sample_problems(recipe: Recipe) -> Iterator[Problem]:
     both = sorted(set(data.template) & set(data.columns or {})) if pairs else []
     if both:
         yield "data.columns", f"{', '.join(both)} set here and by data.template: one of the two"
-    if loss == "completion" and fmt in ("text", "messages"):
-        yield "data.loss_on", f"'completion' needs prompt-completion samples, not {fmt}"
-    if loss == "assistant" and fmt == "text":
+    planned = planned_format(data)  # the format set, or implied by the mapping and template
+    if loss == "completion" and planned in ("text", "messages"):
+        yield "data.loss_on", f"'completion' needs prompt-completion samples, not {planned}"
+    if loss == "assistant" and planned == "text":
         yield "data.loss_on", "'assistant' needs conversations (messages), not plain text"
+    if loss == "assistant" and pairs:
+        yield (
+            "data.loss_on",
+            "'assistant' needs conversations, and data.template makes text prompt-completion "
+            "pairs (no assistant turns to put the loss on); use 'completion', the "
+            "default for pairs",
+        )
     train = recipe.tokenizer.train
     trained = train is not None and train.algorithm != "retrain"
     if trained and renders_chats(data) and not recipe.tokenizer.chat_template:

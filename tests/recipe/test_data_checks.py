@@ -223,3 +223,38 @@ def test_a_trained_tokenizer_needs_a_chat_template_for_conversations() -> None:
     assert found == [expected]
     recipe.tokenizer.chat_template = "{{ messages }}"
     assert not [p for p in check_recipe(recipe) if p[0] == "tokenizer.chat_template"]
+
+
+def test_every_chat_template_trl_ships_passes_the_plan_check() -> None:
+    """The plan parses templates as transformers does (``{% generation %}``, loop controls):
+    every template TRL ships, its training versions included, and the smoke's ChatML pass."""
+    from pathlib import Path
+
+    import trl
+
+    from launcher.recipe.chat_template import CHATML, template_problem
+
+    shipped = sorted((Path(trl.__file__).parent / "chat_templates").glob("*.jinja"))
+    assert len(shipped) > 10
+    problems = [(path.name, template_problem(str(path))) for path in shipped]
+    assert [(name, problem) for name, problem in problems if problem] == []
+    assert template_problem(CHATML) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        # A folder or a file name without .jinja/.j2 is taken as the template's text.
+        ("templates", "'templates' does not read `messages`, so it would render the same text"),
+        ("{% for m in messages %}{{ m.content }", "not a Jinja template: line 1: unexpected '}'"),
+        (
+            "{% for m in messages %}{{ m.content }}",
+            "not a Jinja template: line 1: Unexpected end of template",
+        ),
+    ],
+)
+def test_a_chat_template_that_cannot_render_conversations_is_refused(value: str, says: str) -> None:
+    from launcher.recipe.chat_template import template_problem
+
+    problem = template_problem(value)
+    assert problem is not None and problem.startswith(says), problem
