@@ -52,16 +52,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # each other down.) xdist's own `xdist_group` marker cannot do this here: under pytest 9 it no
 # longer renames the tests it groups, so the group is named from the test's path.
 SLURM_JOB_FILES = re.compile(r"tests/backends/test_(slurm|slurm_zero|devcluster)\.py$")
-# e2e tests that train one rank and use none of the shared runs: they run beside the heavy tiers.
-# (tests/e2e/test_lora.py did too, once: the suite took longer, and a SLURM requeue test timed out
-# waiting for its ranks on the crowded cores.)
-ONE_RANK_E2E = ("tests/e2e/test_experiment_trackers.py",)
+# e2e tests (files, or single tests) that train one rank and use none of the shared runs: they
+# run beside the heavy tiers, on the core the other worker leaves idle most of the time. (The two-
+# rank LoRA tests did too, once: the suite took longer, and a SLURM requeue test timed out waiting
+# for its ranks on the crowded cores.)
+ONE_RANK_E2E = (
+    "tests/e2e/test_experiment_trackers.py",
+    "tests/e2e/test_lora.py::test_qlora_one_rank_resumes_exactly_exports_merges_and_predicts",
+)
 
 
 def worker_group(nodeid: str) -> str:
     """The unit of work a test belongs to: ``training`` (SLURM jobs, then e2e) or the test alone."""
     path = nodeid.split("::", 1)[0]
-    if path in ONE_RANK_E2E:
+    if nodeid.startswith(ONE_RANK_E2E):
         return nodeid
     if path.startswith("tests/e2e/") or SLURM_JOB_FILES.search(path):
         return "training"
