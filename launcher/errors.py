@@ -62,3 +62,11 @@ def first_line(error: BaseException) -> str:
     type's name when it has none: what a one-line report quotes."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def quoted(value: str) -> str:
+    """A value the user gave, quoted in a message: whole when short, else its start and length
+    (a path of 5,000 characters, a template read from the wrong file)."""
+    if len(value) <= 60:
+        return repr(value)
+    return f"{value[:40]!r}... ({len(value):,} characters)"

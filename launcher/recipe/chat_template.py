@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from launcher.errors import quoted
+
 TEMPLATE_SUFFIXES = (".jinja", ".j2")
 
 
@@ -37,7 +39,6 @@ def template_problem(value: str) -> str | None:
 def text_problem(text: str, where: str) -> str | None:
     """A template that never reads the conversation, or that is not Jinja."""
     if "messages" not in text:
-        shown = repr(text) if len(text) <= 60 else repr(text[:40]) + "..."
         advice = (
             ""
             if where
@@ -46,7 +47,7 @@ def text_problem(text: str, where: str) -> str | None:
             )
         )
         return (
-            f"{where}{shown} does not read `messages`, so it would render the same text for "
+            f"{where}{quoted(text)} does not read `messages`, so it would render the same text for "
             f"every conversation{advice}"
         )
     import jinja2  # only for recipes with a template (about 35 ms)

@@ -18,6 +18,7 @@ from launcher.architectures import (
     ENCODERS,
     unknown_config_fields,
 )
+from launcher.errors import quoted
 from launcher.recipe.chat_template import template_problem
 from launcher.recipe.data_checks import data_option_problems
 from launcher.recipe.data_sources import mixture_problems, source_files, source_option_problems
@@ -213,7 +214,7 @@ def check_paths(recipe: Recipe) -> Iterator[Problem]:
 
 
 def unusable_path(name: str) -> str | None:
-    shown = repr(name) if len(name) <= 60 else f"{name[:40]!r}... ({len(name):,} characters)"
+    shown = quoted(name)
     if "\0" in name:
         return f"{shown}: contains a NUL character, which no file name can"
     if len(name.encode()) >= PATH_MAX_BYTES:
