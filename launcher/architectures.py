@@ -159,6 +159,13 @@ def unknown_config_fields(architecture: str, config: dict[str, Any]) -> list[str
     return [key for key in config if key not in known]
 
 
+# transformers' auto class of each task: the ranks build with it, the plan names it.
+AUTO_MODELS: dict[str, str] = {
+    "sft": "AutoModelForCausalLM",
+    "mlm": "AutoModelForMaskedLM",
+    "classification": "AutoModelForSequenceClassification",
+    "token_classification": "AutoModelForTokenClassification",
+}
 TASK_MODELS: dict[str, dict[str, str]] = {
     "mistral": {
         "sft": "MistralForCausalLM",

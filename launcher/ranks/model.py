@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from launcher.architectures import full_config
+from launcher.architectures import AUTO_MODELS, full_config
 from launcher.errors import LauncherError, first_line
 from launcher.recipe.schema import Recipe
 
@@ -17,12 +17,7 @@ from launcher.recipe.schema import Recipe
 def auto_class(task: str) -> Any:
     import transformers
 
-    return {
-        "sft": transformers.AutoModelForCausalLM,
-        "mlm": transformers.AutoModelForMaskedLM,
-        "classification": transformers.AutoModelForSequenceClassification,
-        "token_classification": transformers.AutoModelForTokenClassification,
-    }[task]
+    return getattr(transformers, AUTO_MODELS[task])
 
 
 def task_arguments(recipe: Recipe) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import difflib
 from collections.abc import Callable, Iterator
 
 from launcher.architectures import (
+    AUTO_MODELS,
     CONFIG_ALIASES,
     CONFIG_FIELDS,
     DECODERS,
@@ -35,10 +36,6 @@ from launcher.transformers_types import DECODER_HEADS, TRANSFORMERS_VERSION
 
 Problem = tuple[str, str]
 
-HEAD_CLASSES = {
-    "classification": "AutoModelForSequenceClassification",
-    "token_classification": "AutoModelForTokenClassification",
-}
 # Decoders named first in a message that lists some (the whole list is in a generated file).
 WELL_KNOWN_DECODERS = ("mistral", "llama", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2")
 
@@ -131,7 +128,7 @@ def head_problems(task: str, architecture: str) -> Iterator[Problem]:
     having = DECODER_HEADS.get(task)
     if having is None or architecture not in DECODERS or architecture in having:
         return
-    auto_class = HEAD_CLASSES[task]
+    auto_class = AUTO_MODELS[task]
     examples = ", ".join(name for name in WELL_KNOWN_DECODERS if name in having)
     yield (
         "model.architecture",
