@@ -20,15 +20,13 @@ NOISE: list[tuple[type[Warning], str]] = [
     (UserWarning, r"Paged optimizers are not supported on CPU"),
 ]
 
-# Library loggers whose warnings are about the machine, not the run: errors only.
-QUIET_LOGGERS: list[str] = [
-    # bitsandbytes 0.50, imported with transformers' Trainer on a CPU with AVX512-BF16, looks for
-    # an optional kernel on the hub and warns "Failed to load CPU gemm_4bit_forward ... `pip
-    # install kernels`" in every rank of every run, QLoRA or not; it falls back to its own.
-    "bitsandbytes.backends.cpu.ops",
-]
-# Single log records dropped from a library's logger, by the start of their message.
+# Log records about the machine, not the run, dropped from a library's logger by the start of
+# their message.
 QUIET_RECORDS: dict[str, tuple[str, ...]] = {
+    # bitsandbytes 0.50, imported with transformers' Trainer on a CPU with AVX512-BF16, looks for
+    # an optional kernel on the hub and warns "... `pip install kernels`" in every rank of every
+    # run, QLoRA or not; it falls back to its own.
+    "bitsandbytes.backends.cpu.ops": ("Failed to load CPU gemm_4bit_forward",),
     # DeepSpeed, imported by accelerate in every rank (DDP too), on a machine without a GPU: the
     # rank's own first line already says "CPU".
     "DeepSpeed": ("Setting accelerator to CPU.",),
@@ -48,8 +46,6 @@ def quiet_library_noise() -> None:
     """Install the filters (call once, before the libraries are imported)."""
     for category, message in NOISE:
         warnings.filterwarnings("ignore", message=message, category=category)
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.ERROR)
     for name, starts in QUIET_RECORDS.items():
         library_logger = logging.getLogger(name)
         if not any(isinstance(f, DropRecords) for f in library_logger.filters):
